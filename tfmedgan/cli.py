@@ -1,0 +1,213 @@
+"""Command-line interface: ``python run.py MODEL [positional args] [options]``.
+
+Each model subcommand maps its options one to one onto the fields of the model's config dataclass;
+the defaults shown in ``--help`` are the dataclass defaults (the original authors' values). Errors
+a user can fix are printed as one line (``error: ...``) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from typing import Any, Callable, Sequence
+
+from tfmedgan.config import PRECISIONS, STRATEGIES, EngineConfig, config_from_dict, read_config
+from tfmedgan.errors import TfmedganError
+
+# Fields that may change when a run is resumed; everything else is fixed by the run's config.json.
+RESUMABLE_FIELDS = {
+    "epochs", "max_steps", "neptune", "checkpoint", "checkpoint_steps", "checkpoint_minutes",
+    "keep_checkpoints", "log_every", "strategy", "jit_compile",
+}
+
+SUPPRESS = argparse.SUPPRESS
+
+
+def _default(cls: type[EngineConfig], field: str) -> Any:
+    for f in dataclasses.fields(cls):
+        if f.name == field:
+            return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+    raise KeyError(field)
+
+
+def add_option(parser, cls, flags: Sequence[str], field: str, help: str, **kwargs) -> None:
+    """An option stored in ``field`` with no argparse default (so explicit values can be told apart)."""
+    default = _default(cls, field)
+    if isinstance(default, bool) and "action" not in kwargs:
+        kwargs["action"] = "store_true"
+    elif "type" not in kwargs and "action" not in kwargs and default is not None and not isinstance(default, list):
+        kwargs["type"] = type(default)
+    parser.add_argument(*flags, dest=field, default=SUPPRESS, help=f"{help} (default: {default})", **kwargs)
+
+
+def add_engine_options(parser: argparse.ArgumentParser, cls: type[EngineConfig]) -> None:
+    group = parser.add_argument_group("training engine")
+    add_option(group, cls, ["--epochs"], "epochs", "number of epochs")
+    add_option(group, cls, ["--batch"], "batch", "global batch size")
+    add_option(group, cls, ["--seed"], "seed", "random seed (Python, NumPy, TensorFlow)")
+    add_option(group, cls, ["--checkpoint"], "checkpoint", "save checkpoint and sample grid every N epochs")
+    add_option(group, cls, ["--checkpoint-steps"], "checkpoint_steps", "also checkpoint every N steps (0: off)")
+    add_option(group, cls, ["--checkpoint-minutes"], "checkpoint_minutes", "also checkpoint every N minutes (0: off)")
+    add_option(group, cls, ["--keep-checkpoints"], "keep_checkpoints", "number of checkpoints kept")
+    add_option(group, cls, ["--precision"], "precision", "numerical precision", choices=PRECISIONS)
+    add_option(group, cls, ["--strategy"], "strategy", "tf.distribute strategy", choices=STRATEGIES)
+    add_option(group, cls, ["--jit-compile"], "jit_compile", "XLA-compile the train step (slow for 3D on CPU)")
+    add_option(group, cls, ["-n", "--neptune"], "neptune", "log to Neptune (NEPTUNE_PROJECT, NEPTUNE_API_TOKEN, NEPTUNE_MODE)")
+    add_option(group, cls, ["--log-every"], "log_every", "write a losses.csv row every N steps")
+    add_option(group, cls, ["--max-steps"], "max_steps", "stop after N steps in total (0: no limit)")
+    add_option(group, cls, ["--name"], "name", "run directory name inside OUTPUT_DIR (default: MODEL-TIMESTAMP)")
+    group.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its newest checkpoint")
+    group.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+def explicit_options(args: argparse.Namespace, cls: type[EngineConfig]) -> dict[str, Any]:
+    fields = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in fields}
+
+
+def resolve_config(cls: type[EngineConfig], args: argparse.Namespace, values: dict[str, Any]):
+    """A new config from defaults + ``values``, or, with --resume, the stored config + allowed overrides."""
+    if args.resume:
+        from pathlib import Path
+
+        stored = read_config(Path(args.resume) / "config.json")
+        changed = sorted(k for k, v in values.items() if k not in RESUMABLE_FIELDS and stored.get(k) != v)
+        if changed:
+            raise TfmedganError(
+                f"--resume keeps the run's configuration; cannot change {', '.join(changed)} "
+                f"(allowed: {', '.join(sorted(RESUMABLE_FIELDS))})"
+            )
+        stored.update({k: v for k, v in values.items() if k in RESUMABLE_FIELDS})
+        config = config_from_dict(cls, stored)
+        config.output_dir = str(Path(args.resume).resolve().parent)
+        config.name = Path(args.resume).resolve().name
+        return config
+    return cls(**values)
+
+
+# -- dcgan ----------------------------------------------------------------------------------------
+def _dcgan_parser(subparsers) -> None:
+    from tfmedgan.config import DCGANConfig as C
+
+    parser = subparsers.add_parser(
+        "dcgan",
+        help="seed 003: DCGAN on 2D brain slices",
+        description="Train the seed-003 DCGAN on folders of PNG/JPEG slices (searched recursively).",
+    )
+    parser.add_argument("paths", nargs="*", metavar="DATA_DIR ... OUTPUT_DIR",
+                        help="one or more data folders, then the output folder (only OUTPUT_DIR with --sample-data)")
+    parser.add_argument("--sample-data", action="store_true",
+                        help="train on the built-in MNI152-derived brain slices instead of DATA_DIR")
+    add_option(parser, C, ["--resolution"], "resolution", "image size, a multiple of 8")
+    add_option(parser, C, ["--channels"], "channels", "1 grayscale, 3 RGB")
+    add_option(parser, C, ["--latent"], "latent", "latent vector length")
+    add_option(parser, C, ["--lr-g"], "lr_g", "generator Adam learning rate")
+    add_option(parser, C, ["--lr-d"], "lr_d", "discriminator Adam learning rate")
+    add_option(parser, C, ["--beta"], "beta_1", "Adam beta_1 of both optimizers")
+    add_option(parser, C, ["--dropout"], "dropout", "discriminator dropout rate")
+    add_option(parser, C, ["--n-samples"], "n_samples", "images in the sample grid")
+    add_engine_options(parser, C)
+    parser.set_defaults(run=_run_dcgan)
+
+
+def _split_paths(args, values: dict[str, Any], data_field: str = "data_dirs") -> None:
+    """Fill data folders and output dir from the positional paths."""
+    paths = list(args.paths)
+    if args.resume:
+        if paths:
+            raise TfmedganError("with --resume give no DATA_DIR/OUTPUT_DIR: the run's config.json has them")
+        return
+    if getattr(args, "sample_data", False):
+        if len(paths) != 1:
+            raise TfmedganError("with --sample-data give exactly one path: OUTPUT_DIR")
+        values["output_dir"] = paths[0]
+        return
+    if len(paths) < 2:
+        raise TfmedganError("give DATA_DIR [DATA_DIR ...] OUTPUT_DIR (or --sample-data OUTPUT_DIR)")
+    values[data_field] = [str(p) for p in paths[:-1]]
+    values["output_dir"] = paths[-1]
+
+
+def _sample_slices(resolution: int) -> list[str]:
+    from tfmedgan.data.sample import sample_slices_dir
+
+    print("preparing the built-in sample slices (cached after the first run) ...", file=sys.stderr)
+    return [str(sample_slices_dir(resolution=max(resolution, 64)))]
+
+
+def _run_dcgan(args) -> int:
+    from tfmedgan.config import DCGANConfig
+    from tfmedgan.models.dcgan import DCGANRecipe
+
+    values = explicit_options(args, DCGANConfig)
+    _split_paths(args, values)
+    config = resolve_config(DCGANConfig, args, values)
+    if args.sample_data and not args.resume:
+        config.data_dirs = _sample_slices(config.resolution)
+    return _train_or_dry_run(DCGANRecipe(config), args)
+
+
+def _train_or_dry_run(recipe, args) -> int:
+    from tfmedgan.engine.launch import dry_run, launch
+
+    if args.dry_run:
+        print(json.dumps(dry_run(recipe), indent=2))
+        return 0
+    run_dir, summary = launch(recipe, resume=args.resume, progress=not args.no_progress)
+    print(f"run directory: {run_dir.path}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+    return 0
+
+
+# -- dcgan-ssim -----------------------------------------------------------------------------------
+def _ssim_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "dcgan-ssim",
+        help="seed-003 evaluation: best SSIM match of generated images in the training set",
+        description="For each generated image, the maximum SSIM over every training image (skimage "
+        "defaults: 7x7 uniform window, data_range = fake max - fake min) and the index of that image.",
+    )
+    parser.add_argument("run_dir", help="a trained DCGAN (or StyleGAN2) run directory")
+    parser.add_argument("data_dirs", nargs="*", help="training folders (default: those in the run's config)")
+    parser.add_argument("--n", type=int, default=1, help="number of generated images to score (default: 1)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the generated latents (default: 0)")
+    parser.add_argument("--output", help="CSV file (default: RUN_DIR/ssim.csv)")
+    parser.set_defaults(run=_run_ssim)
+
+
+def _run_ssim(args) -> int:
+    from tfmedgan.inference.evaluate import best_match_report
+
+    rows = best_match_report(args.run_dir, args.data_dirs or None, n=args.n, seed=args.seed, output=args.output)
+    for row in rows:
+        print(f"generated {row['generated']}: max SSIM {row['max_ssim']:.4f}, closest training image "
+              f"{row['best_index']} ({row['best_file']})")
+    return 0
+
+
+PARSERS: list[Callable] = [_dcgan_parser, _ssim_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run.py", description="tfmedgan: generative models for medical images (TensorFlow / Keras 3)."
+    )
+    subparsers = parser.add_subparsers(dest="model", metavar="MODEL", required=True)
+    for add in PARSERS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except TfmedganError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: continue with --resume RUN_DIR (from the newest checkpoint)", file=sys.stderr)
+        return 130

@@ -1,0 +1,144 @@
+"""Run configurations: one dataclass per model, defaults taken from the original (seed) code.
+
+A configuration is the single source of truth for a run: the CLI builds one, ``--dry-run`` prints
+it, the run directory stores it as ``config.json`` and ``--resume`` reads it back. Every field is a
+plain JSON value so the file stays readable and editable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from tfmedgan.errors import TfmedganError
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+
+
+@dataclasses.dataclass
+class EngineConfig:
+    """Options of the shared training engine, common to every model.
+
+    Attributes:
+        output_dir: parent folder of the run directory.
+        name: run directory name inside ``output_dir`` (default ``<model>-<timestamp>``).
+        epochs: number of passes over the training data.
+        batch: global batch size (split across replicas under a distribution strategy).
+        seed: seeds Python, NumPy and TensorFlow; with the same seed a run is repeatable on CPU.
+        checkpoint: save a checkpoint and a sample grid every N epochs.
+        checkpoint_steps: also save a checkpoint every N steps (0 = only at epoch ends).
+        checkpoint_minutes: also save a checkpoint when this many minutes passed since the last one.
+        keep_checkpoints: number of most recent checkpoints kept on disk.
+        precision: ``float32``, ``mixed_bfloat16`` (fast on recent CPUs) or ``mixed_float16`` (GPU).
+        strategy: ``auto`` picks multi-worker when TF_CONFIG is set, mirrored with several GPUs.
+        jit_compile: XLA compilation of the train step (slow for 3D convolutions on CPU).
+        neptune: log to Neptune (project and token from NEPTUNE_PROJECT / NEPTUNE_API_TOKEN).
+        log_every: write a row to losses.csv every N steps.
+        max_steps: stop after this many steps in total (0 = no limit); for quick trials.
+    """
+
+    output_dir: str = "runs"
+    name: str = ""
+    epochs: int = 1
+    batch: int = 1
+    seed: int = 0
+    checkpoint: int = 1
+    checkpoint_steps: int = 0
+    checkpoint_minutes: float = 10.0
+    keep_checkpoints: int = 2
+    precision: str = "float32"
+    strategy: str = "auto"
+    jit_compile: bool = False
+    neptune: bool = False
+    log_every: int = 1
+    max_steps: int = 0
+
+    model: ClassVar[str] = "base"
+
+    def validate(self) -> None:
+        """Raise :class:`TfmedganError` for option values that cannot work."""
+        if self.precision not in PRECISIONS:
+            raise TfmedganError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.strategy not in STRATEGIES:
+            raise TfmedganError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        for field in ("epochs", "batch", "checkpoint", "keep_checkpoints", "log_every"):
+            if getattr(self, field) < 1:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be at least 1, got {getattr(self, field)}")
+        for field in ("checkpoint_steps", "max_steps"):
+            if getattr(self, field) < 0:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, **dataclasses.asdict(self)}
+
+    def to_json(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+ConfigT = TypeVar("ConfigT", bound=EngineConfig)
+
+
+def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
+    """Build ``cls`` from a dict, ignoring the ``model`` key and rejecting unknown keys."""
+    values = dict(values)
+    model = values.pop("model", cls.model)
+    if model != cls.model:
+        raise TfmedganError(f"config is for model {model!r}, not {cls.model!r}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise TfmedganError(f"unknown config keys for {cls.model}: {', '.join(unknown)}")
+    return cls(**values)
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TfmedganError(f"{path} not found: not a tfmedgan run directory") from None
+    except json.JSONDecodeError as error:
+        raise TfmedganError(f"{path} is not valid JSON: {error}") from None
+
+
+@dataclasses.dataclass
+class DCGANConfig(EngineConfig):
+    """Seed 003 (Amy Zhao's DCGAN on OASIS slices); defaults are the original's hard-coded values.
+
+    Attributes:
+        data_dirs: folders of PNG/JPEG slices, searched recursively and concatenated.
+        resolution: image size (multiple of 8); the original used the OASIS 256 px slices.
+        channels: 1 (grayscale) or 3 (RGB).
+        latent: latent vector length.
+        lr_g, lr_d: Adam learning rates of generator and discriminator.
+        beta_1: Adam beta_1 of both optimizers (the original kept Keras' default 0.9).
+        dropout: discriminator dropout rate.
+        n_samples: images in the per-epoch sample grid (fixed latents).
+    """
+
+    model: ClassVar[str] = "dcgan"
+    data_dirs: list[str] = dataclasses.field(default_factory=list)
+    resolution: int = 256
+    channels: int = 1
+    latent: int = 256
+    batch: int = 10
+    epochs: int = 200
+    lr_g: float = 2e-4
+    lr_d: float = 1e-4
+    beta_1: float = 0.9
+    dropout: float = 0.4
+    n_samples: int = 16
+
+    def validate(self) -> None:
+        super().validate()
+        if self.resolution < 8 or self.resolution % 8:
+            raise TfmedganError(f"--resolution must be a multiple of 8 (the generator upsamples 3 times), got {self.resolution}")
+        if self.channels not in (1, 3):
+            raise TfmedganError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.latent < 1 or self.n_samples < 1:
+            raise TfmedganError("--latent and --n-samples must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TfmedganError(f"--dropout must be in [0, 1), got {self.dropout}")

@@ -1,0 +1,65 @@
+"""Choice of ``tf.distribute`` strategy and replica-aware helpers used inside train steps."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import tensorflow as tf
+
+from tfmedgan.errors import TfmedganError
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """Return the strategy for ``name``.
+
+    ``auto``: MultiWorkerMirroredStrategy when ``TF_CONFIG`` names several workers, MirroredStrategy
+    when there are several GPUs, otherwise the default (single device) strategy. ``mirrored`` with no
+    GPU mirrors over all logical CPU devices (useful only for testing).
+    """
+    if name == "auto":
+        workers = json.loads(os.environ.get("TF_CONFIG", "{}") or "{}").get("cluster", {}).get("worker", [])
+        if len(workers) > 1:
+            name = "multiworker"
+        elif len(tf.config.list_logical_devices("GPU")) > 1:
+            name = "mirrored"
+        else:
+            name = "default"
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+            d.name for d in tf.config.list_logical_devices("CPU")
+        ]
+        return tf.distribute.MirroredStrategy(devices)
+    if name == "multiworker":
+        if "TF_CONFIG" not in os.environ:
+            raise TfmedganError("--strategy multiworker needs the TF_CONFIG environment variable")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    raise TfmedganError(f"unknown strategy {name!r}")
+
+
+def replica_slice(global_tensor: tf.Tensor) -> tf.Tensor:
+    """This replica's share of a tensor built for the global batch (first axis).
+
+    Random inputs (latents, interpolation weights) are drawn for the global batch from a stateless
+    seed and sliced, so a step gives the same numbers on one device and on N replicas.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync
+    if replicas == 1:
+        return global_tensor
+    size = tf.shape(global_tensor)[0] // replicas
+    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * size
+    return global_tensor[start : start + size]
+
+
+def average_loss(per_example: tf.Tensor, global_batch: tf.Tensor | int) -> tf.Tensor:
+    """Mean over the global batch of a per-example loss (sums correctly across replicas)."""
+    per_example = tf.cast(per_example, tf.float32)
+    return tf.reduce_sum(per_example) / tf.cast(global_batch, tf.float32)
+
+
+def global_batch_size(local_batch: tf.Tensor) -> tf.Tensor:
+    """Global batch from this replica's batch (replicas get equal shares: drop_remainder=True)."""
+    return local_batch * tf.distribute.get_replica_context().num_replicas_in_sync

@@ -1,0 +1,178 @@
+"""The run directory: one folder per run holding its config, logs, plots, samples and checkpoints.
+
+Layout::
+
+    OUTPUT_DIR/<name>/
+        config.json        every resolved option (read back by --resume)
+        losses.csv         one row per logged step: step, epoch, then one column per loss
+        loss_curve.png     the losses against the step, redrawn at every sample epoch
+        samples/           image grids from fixed latents, one per sample epoch
+        checkpoints/       full training state, written atomically, last K kept
+        models/            exported ``.keras`` networks at the end of training
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import math
+import os
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from tfmedgan.errors import TfmedganError
+
+
+class RunDirectory:
+    """Files of one run. Use :meth:`create` for a new run and :meth:`open` to resume one."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    # -- creation -------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, output_dir: str | Path, name: str) -> "RunDirectory":
+        """Create ``output_dir/name``; refuse an existing folder so no earlier run is overwritten."""
+        path = Path(output_dir) / name
+        if path.exists():
+            raise TfmedganError(f"run directory {path} already exists: pick another --name or use --resume {path}")
+        path.mkdir(parents=True)
+        for sub in ("samples", "checkpoints", "models"):
+            (path / sub).mkdir()
+        return cls(path)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "RunDirectory":
+        """Open an existing run for resuming; it must hold a config.json."""
+        path = Path(path)
+        if not path.is_dir():
+            raise TfmedganError(f"--resume {path}: no such directory")
+        if not (path / "config.json").is_file():
+            raise TfmedganError(f"--resume {path}: not a tfmedgan run directory (no config.json)")
+        for sub in ("samples", "checkpoints", "models"):
+            (path / sub).mkdir(exist_ok=True)
+        return cls(path)
+
+    @staticmethod
+    def default_name(model: str) -> str:
+        return f"{model}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    # -- paths ----------------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def losses_path(self) -> Path:
+        return self.path / "losses.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def samples(self) -> Path:
+        return self.path / "samples"
+
+    @property
+    def models(self) -> Path:
+        return self.path / "models"
+
+    # -- losses ---------------------------------------------------------------------------------
+    def append_losses(self, rows: Sequence[Mapping[str, float]]) -> None:
+        """Append rows to losses.csv (header written on first use)."""
+        if not rows:
+            return
+        fields = list(rows[0].keys())
+        new = not self.losses_path.exists()
+        with self.losses_path.open("a", newline="") as stream:
+            writer = csv.DictWriter(stream, fieldnames=fields)
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
+
+    def read_losses(self) -> list[dict[str, float]]:
+        if not self.losses_path.exists():
+            return []
+        with self.losses_path.open(newline="") as stream:
+            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(stream)]
+
+    def truncate_losses(self, last_step: int) -> None:
+        """Drop rows after ``last_step`` (written after the checkpoint a resumed run restarts from)."""
+        rows = [r for r in self.read_losses() if r["step"] <= last_step]
+        self.losses_path.unlink(missing_ok=True)
+        self.append_losses([{k: (int(v) if k in ("step", "epoch") else v) for k, v in r.items()} for r in rows])
+
+    def plot_losses(self) -> Path | None:
+        """Redraw loss_curve.png from losses.csv (raw values and a moving average)."""
+        rows = self.read_losses()
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        steps = np.array([r["step"] for r in rows])
+        names = [k for k in rows[0] if k not in ("step", "epoch")]
+        figure, axis = plt.subplots(figsize=(8, 4.5))
+        window = max(1, len(rows) // 50)
+        for name in names:
+            values = np.array([r[name] for r in rows])
+            line = axis.plot(steps, values, alpha=0.3, linewidth=0.8)[0]
+            if window > 1:
+                smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+                axis.plot(steps[window - 1 :], smooth, color=line.get_color(), label=name)
+            else:
+                line.set_alpha(1.0)
+                line.set_label(name)
+        axis.set_xlabel("step")
+        axis.set_ylabel("loss")
+        axis.legend()
+        axis.grid(alpha=0.3)
+        figure.tight_layout()
+        target = self.path / "loss_curve.png"
+        save_figure_atomic(figure, target)
+        plt.close(figure)
+        return target
+
+
+def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
+    """Tile images [N, H, W, C] with values in [-1, 1] into one uint8 grid [rows*H, cols*W, C]."""
+    images = np.asarray(images, dtype=np.float32)
+    count, height, width, channels = images.shape
+    columns = columns or int(math.ceil(math.sqrt(count)))
+    rows = int(math.ceil(count / columns))
+    grid = np.zeros((rows * height, columns * width, channels), np.uint8)
+    pixels = np.clip((images + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    for index in range(count):
+        r, c = divmod(index, columns)
+        grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = pixels[index]
+    return grid
+
+
+def save_png_atomic(array: np.ndarray, path: str | Path) -> Path:
+    """Write a uint8 image [H, W] or [H, W, C] as PNG via a temporary file."""
+    from PIL import Image
+
+    path = Path(path)
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    temporary = path.with_name(f".tmp-{path.name}")
+    temporary.write_bytes(buffer.getvalue())
+    os.replace(temporary, path)
+    return path
+
+
+def save_figure_atomic(figure, path: str | Path) -> Path:
+    path = Path(path)
+    temporary = path.with_name(f".tmp-{path.name}")
+    figure.savefig(temporary, dpi=100, format="png")
+    os.replace(temporary, path)
+    return path
