@@ -23,10 +23,9 @@ _NAME = re.compile(r"^ckpt-(\d{9})\.npz$")
 
 
 def _to_numpy(variable) -> np.ndarray:
-    value = variable.value if hasattr(variable, "value") else variable
-    if hasattr(value, "numpy"):
-        return np.asarray(value.numpy())
-    return np.asarray(value)
+    if hasattr(variable, "numpy"):  # tf.Variable, Keras variable (also wrapping a MirroredVariable)
+        return np.asarray(variable.numpy())
+    return np.asarray(variable)
 
 
 def save_checkpoint(

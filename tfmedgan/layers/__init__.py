@@ -1,1 +1,8 @@
 """Custom Keras layers shared by the networks (each module owns one concern)."""
+from tfmedgan.layers.stylegan import (  # noqa: F401
+    MinibatchStandardDeviation,
+    PixelNormalization,
+    WeightedSum,
+)
+from tfmedgan.layers.normalization import InstanceNormalization  # noqa: F401
+from tfmedgan.layers.padding import ReflectionPadding  # noqa: F401

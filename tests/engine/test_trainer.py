@@ -1,0 +1,141 @@
+"""The shared engine, exercised through the (tiny) DCGAN recipe."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tfmedgan.config import DCGANConfig
+from tfmedgan.engine.launch import launch
+from tfmedgan.engine.trainer import Interrupted, Trainer
+from tfmedgan.engine.rundir import RunDirectory
+from tfmedgan.errors import TfmedganError
+from tfmedgan.models.dcgan import DCGANRecipe
+
+
+def tiny(png_folder, tmp_path, **overrides):
+    values = dict(data_dirs=[str(png_folder)], resolution=32, latent=8, batch=4, epochs=2,
+                  output_dir=str(tmp_path / "runs"), name="run", checkpoint_minutes=0)
+    values.update(overrides)
+    return DCGANConfig(**values)
+
+
+def read_losses(run_dir):
+    with open(run_dir.path / "losses.csv") as stream:
+        return [(int(r["step"]), float(r["d_loss"]), float(r["g_loss"])) for r in csv.DictReader(stream)]
+
+
+def test_run_directory_contents(png_folder, tmp_path):
+    run_dir, summary = launch(DCGANRecipe(tiny(png_folder, tmp_path)), progress=False)
+    assert summary["steps"] == 12  # 24 images / batch 4 x 2 epochs
+    config = json.loads((run_dir.path / "config.json").read_text())
+    assert config["model"] == "dcgan" and config["resolution"] == 32
+    assert [r[0] for r in read_losses(run_dir)] == list(range(1, 13))
+    assert sorted(p.name for p in run_dir.samples.iterdir()) == ["epoch_0000.png", "epoch_0001.png"]
+    assert (run_dir.path / "loss_curve.png").stat().st_size > 1000
+    assert {p.name for p in run_dir.models.iterdir()} == {"generator.keras", "discriminator.keras"}
+    assert len(list((run_dir.path / "generated").glob("generated_*.png"))) == 16
+    with pytest.raises(TfmedganError, match="already exists"):
+        launch(DCGANRecipe(tiny(png_folder, tmp_path)), progress=False)
+
+
+def test_interrupted_and_resumed_run_repeats_the_uninterrupted_losses(png_folder, tmp_path):
+    """Crash after step 8 (last checkpoint at step 5, mid-epoch), resume: same losses and weights."""
+    reference, _ = launch(DCGANRecipe(tiny(png_folder, tmp_path, name="ref", checkpoint_steps=5)), progress=False)
+    config = tiny(png_folder, tmp_path, name="cut", checkpoint_steps=5)
+    with pytest.raises(Interrupted):
+        launch(DCGANRecipe(config), progress=False, stop_after_steps=8)
+    resumed_config = tiny(png_folder, tmp_path, name="cut", checkpoint_steps=5)
+    resumed, summary = launch(DCGANRecipe(resumed_config), resume=str(tmp_path / "runs" / "cut"), progress=False)
+    assert summary["steps"] == 12
+    expected, got = read_losses(reference), read_losses(resumed)
+    assert [r[0] for r in got] == list(range(1, 13))
+    np.testing.assert_allclose(np.array(got), np.array(expected), rtol=0, atol=1e-6)
+    import keras
+
+    a = keras.models.load_model(reference.models / "generator.keras")
+    b = keras.models.load_model(resumed.models / "generator.keras")
+    for va, vb in zip(a.variables, b.variables):
+        np.testing.assert_allclose(va.numpy(), vb.numpy(), atol=1e-6)
+
+
+def test_mirrored_step_matches_single_device(png_folder, tmp_path):
+    """One step on 2 logical CPUs (MirroredStrategy, synchronized BN) equals one device."""
+    assert len(tf.config.list_logical_devices("CPU")) == 2
+    batch = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 1)).astype("float32")
+    results = {}
+    for strategy_name in ("default", "mirrored"):
+        config = tiny(png_folder, tmp_path, dropout=0.0, strategy=strategy_name, name=strategy_name)
+        import keras
+
+        keras.utils.set_random_seed(0)
+        recipe = DCGANRecipe(config)
+        recipe.prepare_data()
+        from tfmedgan.engine.distribute import make_strategy
+
+        strategy = make_strategy(strategy_name)
+        run_dir = RunDirectory.create(config.output_dir, config.name)
+        trainer = Trainer(recipe, run_dir, strategy=strategy, progress=False)
+        assert strategy.num_replicas_in_sync == (2 if strategy_name == "mirrored" else 1)
+        dataset = tf.data.Dataset.from_tensors(batch)
+        distributed = next(iter(strategy.experimental_distribute_dataset(dataset)))
+        losses = trainer.train_step(distributed, 0)
+        weights = [v.numpy() for v in recipe.networks["generator"].trainable_variables]
+        results[strategy_name] = (losses, weights)
+    (l1, w1), (l2, w2) = results["default"], results["mirrored"]
+    for key in l1:
+        assert l1[key] == pytest.approx(l2[key], abs=1e-5)
+    for a, b in zip(w1, w2):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_neptune_debug_mode_logs_losses(png_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEPTUNE_MODE", "debug")
+    logged = {}
+    from tfmedgan.engine import logging as engine_logging
+
+    original = engine_logging.NeptuneLogger.stop
+
+    def keep(self):
+        if self.run is not None:
+            logged["g"] = self.run["train/g_loss"].fetch_values()["value"].tolist()
+            logged["params"] = self.run["parameters"].fetch()
+        original(self)
+
+    monkeypatch.setattr(engine_logging.NeptuneLogger, "stop", keep)
+    launch(DCGANRecipe(tiny(png_folder, tmp_path, neptune=True, epochs=1)), progress=False)
+    assert len(logged["g"]) == 6
+    assert logged["params"]["resolution"] == 32
+
+
+def test_neptune_without_token_is_a_clear_error(monkeypatch):
+    from tfmedgan.engine.logging import NeptuneLogger
+
+    monkeypatch.setenv("NEPTUNE_MODE", "async")
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    with pytest.raises(TfmedganError, match="NEPTUNE_API_TOKEN"):
+        NeptuneLogger(True, {})
+
+
+def test_float16_is_refused_without_gpu():
+    from tfmedgan.engine.precision import set_precision
+
+    with pytest.raises(TfmedganError, match="needs a GPU"):
+        set_precision("mixed_float16")
+
+
+def test_mixed_bfloat16_trains(png_folder, tmp_path):
+    run_dir, summary = launch(DCGANRecipe(tiny(png_folder, tmp_path, precision="mixed_bfloat16", epochs=1)), progress=False)
+    assert all(np.isfinite(r[1]) and np.isfinite(r[2]) for r in read_losses(run_dir))
+
+
+@pytest.mark.parametrize("frozen, learner", [("lr_g", "d_loss"), ("lr_d", "g_loss")])
+def test_each_network_lowers_its_loss_against_a_frozen_opponent(png_folder, tmp_path, frozen, learner):
+    """With one network frozen (learning rate 0), the other's loss falls: the loss signs are right."""
+    config = tiny(png_folder, tmp_path, epochs=6, dropout=0.0, **{frozen: 0.0, "lr_g" if frozen == "lr_d" else "lr_d": 1e-3})
+    run_dir, _ = launch(DCGANRecipe(config), progress=False)
+    column = 1 if learner == "d_loss" else 2
+    values = np.array([r[column] for r in read_losses(run_dir)])
+    assert values[-6:].mean() < 0.5 * values[:6].mean()
