@@ -23,6 +23,7 @@ RESUMABLE_FIELDS = {
 }
 
 SUPPRESS = argparse.SUPPRESS
+STYLEGAN2_PRESETS_KEYS = (64, 128, 256)
 
 
 def _default(cls: type[EngineConfig], field: str) -> Any:
@@ -161,6 +162,76 @@ def _train_or_dry_run(recipe, args) -> int:
     return 0
 
 
+# -- stylegan2 -----------------------------------------------------------------------------------
+STYLEGAN2_POSITIONALS = ("g_input_res", "g_init_filters", "d_final_res", "d_input_filters", "fade_in_base")
+
+
+def _stylegan2_parser(subparsers) -> None:
+    from tfmedgan.config import StyleGAN2Config as C
+
+    parser = subparsers.add_parser(
+        "stylegan2",
+        help="seed 004: simplified residual StyleGAN2 on 2D brain slices",
+        description="Train the generative model to produce high resolution images (seed 004). Positional "
+        "arguments as the original run.py: data_dir output_dir g_input_res g_init_filters d_final_res "
+        "d_input_filters fade_in_base. With --preset only data_dir output_dir are needed.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="ARG",
+                        help="data_dir output_dir g_input_res g_init_filters d_final_res d_input_filters fade_in_base")
+    parser.add_argument("--sample-data", action="store_true",
+                        help="train on the built-in MNI152-derived brain slices (then data_dir is omitted)")
+    parser.add_argument("--preset", type=int, choices=sorted(STYLEGAN2_PRESETS_KEYS),
+                        help="the authors' recommended settings for 64, 128 or 256 px (explicit options win)")
+    add_option(parser, C, ["--resolution"], "resolution", "image resolution (power of two)")
+    add_option(parser, C, ["--channels"], "channels", "1 grayscale, 3 RGB")
+    add_option(parser, C, ["--latent"], "latent", "latent dimension")
+    add_option(parser, C, ["--lr"], "lr", "Adam learning rate of G and D")
+    add_option(parser, C, ["--beta"], "beta", "Adam beta_1")
+    add_option(parser, C, ["--val"], "val", "number of preview images per epoch grid")
+    add_option(parser, C, ["--loss"], "loss", "adversarial loss", choices=("bce", "wgan-gp"))
+    add_option(parser, C, ["--gp-weight"], "gp_weight", "gradient penalty weight (wgan-gp)")
+    add_option(parser, C, ["--n-critic"], "n_critic", "critic steps per generator step (wgan-gp)")
+    add_option(parser, C, ["--minibatch-std"], "minibatch_std", "minibatch stddev appended as channel (intended) or row (original)",
+               choices=("channel", "row"))
+    add_option(parser, C, ["--pixel-norm-axis"], "pixel_norm_axis", "PixelNorm axis: -1 channels, 1 the original's rows")
+    parser.add_argument("--no-clip-alpha", dest="clip_alpha", action="store_false", default=SUPPRESS,
+                        help="let alpha = epoch / fade_in_base exceed 1 as the original did")
+    add_engine_options(parser, C)
+    parser.set_defaults(run=_run_stylegan2)
+
+
+def _run_stylegan2(args) -> int:
+    from tfmedgan.config import STYLEGAN2_PRESETS, StyleGAN2Config
+    from tfmedgan.models.stylegan2 import StyleGAN2Recipe
+
+    values = explicit_options(args, StyleGAN2Config)
+    paths = list(args.paths)
+    if args.resume:
+        if paths:
+            raise TfmedganError("with --resume give no positional arguments: the run's config.json has them")
+    else:
+        leading = 1 if args.sample_data else 2
+        if len(paths) not in (leading, leading + len(STYLEGAN2_POSITIONALS)) or (len(paths) == leading and not args.preset):
+            raise TfmedganError(
+                "give data_dir output_dir g_input_res g_init_filters d_final_res d_input_filters fade_in_base"
+                " (or data_dir output_dir with --preset; drop data_dir with --sample-data)"
+            )
+        if args.preset:
+            values = {**STYLEGAN2_PRESETS[args.preset], **values}
+        if not args.sample_data:
+            values["data_dir"] = paths.pop(0)
+        values["output_dir"] = paths.pop(0)
+        for field, text in zip(STYLEGAN2_POSITIONALS, paths):
+            try:
+                values[field] = float(text) if field == "fade_in_base" else int(text)
+            except ValueError:
+                raise TfmedganError(f"{field} must be a number, got {text!r}") from None
+    config = resolve_config(StyleGAN2Config, args, values)
+    if args.sample_data and not args.resume:
+        config.data_dir = _sample_slices(config.resolution)[0]
+    return _train_or_dry_run(StyleGAN2Recipe(config), args)
+
+
 # -- dcgan-ssim -----------------------------------------------------------------------------------
 def _ssim_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -187,7 +258,7 @@ def _run_ssim(args) -> int:
     return 0
 
 
-PARSERS: list[Callable] = [_dcgan_parser, _ssim_parser]
+PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _ssim_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -142,3 +142,73 @@ class DCGANConfig(EngineConfig):
             raise TfmedganError("--latent and --n-samples must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise TfmedganError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+#: The seed-004 authors' recommended settings per resolution (readme table): epochs, fade_in_base,
+#: batch, lr; the architecture values are the original run.py configs for 64/128 and the README's
+#: example for 256.
+STYLEGAN2_PRESETS: dict[int, dict[str, Any]] = {
+    64: dict(resolution=64, epochs=30, fade_in_base=40.0, batch=128, lr=2e-4,
+             g_input_res=4, g_init_filters=512, d_final_res=4, d_input_filters=64),
+    128: dict(resolution=128, epochs=30, fade_in_base=40.0, batch=64, lr=2e-4,
+              g_input_res=8, g_init_filters=512, d_final_res=8, d_input_filters=32),
+    256: dict(resolution=256, epochs=40, fade_in_base=80.0, batch=64, lr=1e-4,
+              g_input_res=8, g_init_filters=512, d_final_res=8, d_input_filters=32),
+}
+
+
+@dataclasses.dataclass
+class StyleGAN2Config(EngineConfig):
+    """Seed 004 (Zhien Zhang's simplified residual StyleGAN2); defaults are the original run.py's.
+
+    Attributes:
+        data_dir: folder of PNG/JPEG slices (searched recursively).
+        g_input_res, g_init_filters: generator reshape resolution and filters after the Dense.
+        d_final_res, d_input_filters: discriminator resolution after the last residual block and
+            filters of fromRGB / the first block.
+        fade_in_base: alpha = epoch / fade_in_base, clipped to [0, 1].
+        resolution, channels, latent, lr, beta: as the original options.
+        val: number of preview images in the per-epoch grid (fixed latents).
+        loss: ``bce`` (the original) or ``wgan-gp`` (the variant the authors tried: GP weight 10,
+            2 critic steps per generator step).
+        minibatch_std: ``channel`` (intended) or ``row`` (the original's quirk, for its weights).
+        pixel_norm_axis: -1 normalises over channels (intended); 1 reproduces the original.
+        clip_alpha: clip the fade-in to [0, 1] (the original did not).
+    """
+
+    model: ClassVar[str] = "stylegan2"
+    data_dir: str = ""
+    g_input_res: int = 4
+    g_init_filters: int = 512
+    d_final_res: int = 4
+    d_input_filters: int = 64
+    fade_in_base: float = 40.0
+    resolution: int = 64
+    channels: int = 1
+    latent: int = 100
+    batch: int = 128
+    epochs: int = 20
+    lr: float = 2e-4
+    beta: float = 0.5
+    val: int = 16
+    seed: int = 1
+    loss: str = "bce"
+    gp_weight: float = 10.0
+    n_critic: int = 2
+    minibatch_std: str = "channel"
+    pixel_norm_axis: int = -1
+    clip_alpha: bool = True
+
+    def validate(self) -> None:
+        super().validate()
+        from tfmedgan.networks.stylegan2 import validate_config
+
+        validate_config(self.resolution, self.g_input_res, self.d_final_res, self.batch, channels=self.channels)
+        if self.loss not in ("bce", "wgan-gp"):
+            raise TfmedganError(f"--loss must be bce or wgan-gp, got {self.loss!r}")
+        if self.minibatch_std not in ("channel", "row"):
+            raise TfmedganError(f"--minibatch-std must be channel or row, got {self.minibatch_std!r}")
+        if self.fade_in_base <= 0:
+            raise TfmedganError(f"fade_in_base must be positive, got {self.fade_in_base}")
+        if self.val < 1 or self.latent < 1 or self.n_critic < 1:
+            raise TfmedganError("--val, --latent and --n-critic must be positive")

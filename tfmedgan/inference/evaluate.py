@@ -37,7 +37,7 @@ def best_match_report(
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir / "config.json")
-    data_dirs = list(data_dirs or config.get("data_dirs") or [])
+    data_dirs = list(data_dirs or config.get("data_dirs") or ([config["data_dir"]] if config.get("data_dir") else []))
     if not data_dirs:
         raise TfmedganError("no training folders given and none stored in the run's config")
     files = png.list_images(data_dirs)

@@ -10,6 +10,7 @@ from tfmedgan.errors import TfmedganError
 #: model name -> (config class, recipe class), as "module:attribute" so imports stay lazy.
 REGISTRY: dict[str, tuple[str, str]] = {
     "dcgan": ("tfmedgan.config:DCGANConfig", "tfmedgan.models.dcgan:DCGANRecipe"),
+    "stylegan2": ("tfmedgan.config:StyleGAN2Config", "tfmedgan.models.stylegan2:StyleGAN2Recipe"),
 }
 
 
