@@ -217,6 +217,8 @@ class Trainer:
             grid = image_grid(images)
             save_png_atomic(grid, self.run_dir.samples / self.recipe.sample_filename(epoch))
             logger.log_image("samples", grid, description=f"epoch {epoch}")
+        for name, image in self.recipe.on_epoch_end(epoch, self.run_dir).items():
+            logger.log_image(name, image, description=f"epoch {epoch}")
 
     def export(self) -> list[Path]:
         """Save every network as ``models/<name>.keras`` (atomic rename)."""

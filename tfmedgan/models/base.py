@@ -72,6 +72,11 @@ class GANRecipe:
         """Images [N, H, W, C] in [-1, 1] for the sample grid, from fixed inputs; None for none."""
         return None
 
+    def on_epoch_end(self, epoch: int, run_dir) -> dict[str, np.ndarray]:
+        """Extra per-checkpoint-epoch outputs written by the recipe itself (e.g. 3D mid-slice
+        figures); returns name -> uint8 image to log to Neptune as well."""
+        return {}
+
     def sample_filename(self, epoch: int) -> str:
         return f"epoch_{epoch:04d}.png"
 
