@@ -117,8 +117,16 @@ class RunDirectory:
         import matplotlib.pyplot as plt
 
         steps = np.array([r["step"] for r in rows])
-        names = [k for k in rows[0] if k not in ("step", "epoch")]
+        columns = [k for k in rows[0] if k not in ("step", "epoch")]
+        names = [k for k in columns if "loss" in k or "penalty" in k]
+        schedules = [k for k in columns if k not in names]  # alpha, learning rates: second axis
         figure, axis = plt.subplots(figsize=(8, 4.5))
+        if schedules:
+            other = axis.twinx()
+            for name in schedules:
+                other.plot(steps, [r[name] for r in rows], linestyle="--", color="gray", label=name)
+            other.set_ylabel(", ".join(schedules))
+            other.legend(loc="upper right")
         window = max(1, len(rows) // 50)
         for name in names:
             values = np.array([r[name] for r in rows])
@@ -131,7 +139,7 @@ class RunDirectory:
                 line.set_label(name)
         axis.set_xlabel("step")
         axis.set_ylabel("loss")
-        axis.legend()
+        axis.legend(loc="upper left")
         axis.grid(alpha=0.3)
         figure.tight_layout()
         target = self.path / "loss_curve.png"
