@@ -15,7 +15,7 @@ BENCHES = {
     "stylegan2": ["bench_stylegan2.py"],
     "cyclegan3d": ["bench_cyclegan3d.py"],
 }
-QUICK = {"dcgan": ["--steps", "20"], "stylegan2": ["--quick"], "cyclegan3d": ["--quick"]}
+QUICK = {"dcgan": ["--steps", "40"], "stylegan2": ["--quick"], "cyclegan3d": ["--quick"]}
 
 
 def main() -> int:

@@ -263,8 +263,8 @@ class _Workspace:
 
     def __init__(self, count: int, pixels: int, dtype: np.dtype) -> None:
         length = count * pixels
-        # zeros (not empty): the unused tail of each buffer is read by the vectorised formula
-        # (and then discarded), so it must hold finite numbers.
+        # zeros (not empty): positions outside the valid region are computed on and discarded;
+        # starting them at harmless values avoids NaN/denormal arithmetic there.
         self.products = np.zeros((3, length), dtype)  # y', y'^2, x' y'
         self.work_a = np.zeros((3, length), dtype)
         self.work_b = np.zeros((3, length), dtype)
@@ -357,7 +357,6 @@ class _ReferenceTerms:
         self.two_shift = dtype.type(2.0 * shift)
         valid = tuple(size - WINDOW_SIZE + 1 for size in spatial_shape)
         self.valid_slices = tuple(slice(0, size) for size in valid)
-        self.last_axis_weights = (np.arange(spatial_shape[-1]) < valid[-1]).astype(dtype)
         self.valid_count = int(np.prod(valid))
 
 
@@ -417,19 +416,12 @@ def _scores_for_batch(
         np.multiply(sum_xy, a2, out=sum_xy)
         np.multiply(sum_yy, b2, out=sum_yy)
         np.divide(sum_xy, sum_yy, out=sum_xy)
-    # Mean over the valid region: first the rows (a matrix-vector product with a 0/1 weight over
-    # the last axis, which zeroes the wrapped-around columns), then the valid rows in float64.
-    last = terms.spatial_shape[-1]
-    leading = (count,) + terms.spatial_shape[:-1]
-    with np.errstate(all="ignore"):  # rows outside the valid region may overflow; they are dropped
-        rows = (sum_xy.reshape(-1, last) @ terms.last_axis_weights).reshape(leading)
-    valid_rows = rows[(slice(None),) + terms.valid_slices[:-1]]
-    totals = valid_rows.sum(axis=tuple(range(1, len(leading))), dtype=np.float64)
-    if not np.all(np.isfinite(totals)):
-        # a non-finite value outside the valid region (pathological float32 input) poisons the
-        # product above; sum the valid region directly instead
-        ssim_values = sum_xy.reshape((count,) + terms.spatial_shape)[(slice(None),) + terms.valid_slices]
-        totals = ssim_values.sum(axis=tuple(range(1, ssim_values.ndim)), dtype=np.float64)
+    # Mean over the valid region: rows first (numpy's pairwise sum, whose order does not depend on
+    # where an image sits in the buffer, so duplicate images get bit-identical scores and ties
+    # resolve to the first index), then the rows in float64.
+    ssim_values = sum_xy.reshape((count,) + terms.spatial_shape)[(slice(None),) + terms.valid_slices]
+    row_sums = ssim_values.sum(axis=-1)
+    totals = row_sums.sum(axis=tuple(range(1, row_sums.ndim)), dtype=np.float64)
     return totals * (2.0 / terms.valid_count)
 
 

@@ -62,6 +62,7 @@ class Trainer:
         self.step_in_epoch = 0
         self._last_checkpoint_time = time.monotonic()
         self._pending_rows: list[dict[str, float]] = []
+        self.step_end_times: list[float] = []  # perf_counter() after each step, for benchmarks
         with self.strategy.scope():
             recipe.build(self.strategy.num_replicas_in_sync)
             for name, variables in recipe.optimizer_variables().items():
@@ -151,6 +152,7 @@ class Trainer:
                     losses = self.train_step(batch, self.step)
                     self.step += 1
                     self.step_in_epoch += 1
+                    self.step_end_times.append(time.perf_counter())
                     steps_run += 1
                     self._check_finite(losses)
                     if self.step % config.log_every == 0:

@@ -19,7 +19,7 @@ from tfmedgan import metrics
 def _chunks(files: Sequence[Path], resolution: int, channels: int, size: int = 512) -> Iterator[np.ndarray]:
     """Training images [n, H, W] in [-1, 1] (first channel), streamed in chunks from disk."""
     for start in range(0, len(files), size):
-        yield png.load_images(files[start : start + size], resolution, channels)[..., 0].astype(np.float64)
+        yield png.load_images(files[start : start + size], resolution, channels)[..., 0]
 
 
 def best_match_report(
@@ -44,7 +44,7 @@ def best_match_report(
     png.check_images(files)
     generator = load_network(run_dir, "generator")
     resolution, channels = generator.outputs[0].shape[1], generator.outputs[0].shape[-1]
-    fakes = generate_images(generator, n, seed=seed)[..., 0].astype(np.float64)
+    fakes = generate_images(generator, n, seed=seed)[..., 0]
     rows = []
     for index, fake in enumerate(fakes):
         best, best_index, _ = metrics.best_match(fake, _chunks(files, resolution, channels))
