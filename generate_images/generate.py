@@ -1,9 +1,19 @@
 #!/usr/bin/env python
 """Generate images from a trained tfmedgan run.
 
+2D GANs (DCGAN, StyleGAN2): random images from latents::
+
     python generate_images/generate.py RUN_DIR OUT_DIR --n 64
 
 writes OUT_DIR/generated_00000.png ... and OUT_DIR/grid.png.
+
+3D CycleGAN (seed 000): translate NIfTI volumes::
+
+    python generate_images/generate.py RUN_DIR_OR_MODEL_DIR IN_FILE_OR_DIR OUT_DIR --direction A2B
+
+writes OUT_DIR/<input stem>_synthetic.nii.gz per input, with the input's shape, affine and header.
+RUN_DIR_OR_MODEL_DIR is a cyclegan3d run or a folder with the original G_A2B_model.json/.hdf5
+(or give --legacy-json/--legacy-hdf5 and use "-" as the first path).
 """
 
 from __future__ import annotations
@@ -17,27 +27,62 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tfmedgan.errors import TfmedganError  # noqa: E402
 
 
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise TfmedganError(f"output folder {out} exists and is not empty (use --overwrite)")
+
+
+def _generate_2d(args) -> int:
+    run_dir, out_dir = args.paths
+    out = Path(out_dir)
+    _check_out_dir(out, args.overwrite)
+    from tfmedgan.engine.trainer import save_generated
+    from tfmedgan.inference.generate import generate_images, load_network
+
+    generator = load_network(run_dir, "generator")
+    images = generate_images(generator, args.n, seed=args.seed, batch=args.batch)
+    paths = save_generated(images, out)
+    print(f"wrote {len(paths)} images and grid.png to {out}")
+    return 0
+
+
+def _translate_3d(args) -> int:
+    source, inputs, out_dir = args.paths
+    out = Path(out_dir)
+    _check_out_dir(out, args.overwrite)
+    from tfmedgan.inference.volumes import list_inputs, load_translator, translate_files
+
+    files = list_inputs(inputs)
+    model, shape = load_translator(
+        None if source == "-" else source, args.direction, legacy_json=args.legacy_json, legacy_hdf5=args.legacy_hdf5
+    )
+    written = translate_files(model, shape, files, out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote {len(written)} synthetic volume(s) ({args.direction}) to {out}")
+    return 0
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description="Generate images from a trained tfmedgan run directory.")
-    parser.add_argument("run_dir", help="run directory (OUTPUT_DIR/<name>) of a DCGAN or StyleGAN2 run")
-    parser.add_argument("out_dir", help="folder for the generated PNGs (must not exist or be empty)")
-    parser.add_argument("--n", type=int, default=64, help="number of images (default: 64)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the latent vectors (default: 0)")
-    parser.add_argument("--batch", type=int, default=32, help="images per generator call (default: 32)")
+    parser = argparse.ArgumentParser(
+        description="Generate images from a trained tfmedgan run directory (2D: RUN_DIR OUT_DIR --n N), "
+        "or translate NIfTI volumes with a 3D CycleGAN (RUN_OR_MODEL_DIR INPUT OUT_DIR --direction A2B)."
+    )
+    parser.add_argument("paths", nargs="+", metavar="PATH",
+                        help="RUN_DIR OUT_DIR (2D GANs) or RUN_OR_MODEL_DIR INPUT_FILE_OR_DIR OUT_DIR (3D CycleGAN)")
+    parser.add_argument("--n", type=int, default=64, help="2D: number of images (default: 64)")
+    parser.add_argument("--seed", type=int, default=0, help="2D: seed of the latent vectors (default: 0)")
+    parser.add_argument("--batch", type=int, default=32, help="2D: images per generator call (default: 32)")
+    parser.add_argument("--direction", choices=("A2B", "B2A"), default="A2B", help="3D: translation direction (default: A2B)")
+    parser.add_argument("--legacy-json", help="3D: original Keras 2 architecture (.json) of the generator")
+    parser.add_argument("--legacy-hdf5", help="3D: original Keras 2 weights (.hdf5) of the generator")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR")
     args = parser.parse_args(argv)
     try:
-        out = Path(args.out_dir)
-        if out.exists() and any(out.iterdir()) and not args.overwrite:
-            raise TfmedganError(f"output folder {out} exists and is not empty (use --overwrite)")
-        from tfmedgan.engine.trainer import save_generated
-        from tfmedgan.inference.generate import generate_images, load_network
-
-        generator = load_network(args.run_dir, "generator")
-        images = generate_images(generator, args.n, seed=args.seed, batch=args.batch)
-        paths = save_generated(images, out)
-        print(f"wrote {len(paths)} images and grid.png to {out}")
-        return 0
+        if len(args.paths) == 2:
+            return _generate_2d(args)
+        if len(args.paths) == 3:
+            return _translate_3d(args)
+        raise TfmedganError("give RUN_DIR OUT_DIR (2D GANs) or RUN_OR_MODEL_DIR INPUT OUT_DIR (3D CycleGAN)")
     except TfmedganError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

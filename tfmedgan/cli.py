@@ -232,6 +232,97 @@ def _run_stylegan2(args) -> int:
     return _train_or_dry_run(StyleGAN2Recipe(config), args)
 
 
+# -- cyclegan3d ----------------------------------------------------------------------------------
+def _cyclegan3d_parser(subparsers) -> None:
+    from tfmedgan.config import CycleGAN3DConfig as C
+
+    parser = subparsers.add_parser(
+        "cyclegan3d",
+        help="seed 000: 3D CycleGAN between two NIfTI domains (e.g. T1w <-> T2w)",
+        description="Train the seed-000 3D CycleGAN on DATA_DIR/trainA and DATA_DIR/trainB (NIfTI volumes, "
+        "paired by sorted file name unless --unpaired). Volumes are streamed from disk, centre-padded to the "
+        "model shape and scaled per volume to [-1, 1]. With --evaluate, synthetic volumes of DATA_DIR/testA "
+        "and testB are scored (MAE, PSNR, SSIM, mutual information in the brain mask) into RUN_DIR/evaluation.csv; "
+        "'--resume RUN_DIR --evaluate' only evaluates a trained run.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="DATA_DIR OUTPUT_DIR", help="data folder, then the output folder")
+    add_option(parser, C, ["--shape"], "shape", "model input shape X Y Z (rounded up to a valid shape; default: "
+               "largest training volume, rounded up)", type=int, nargs=3, metavar=("X", "Y", "Z"))
+    add_option(parser, C, ["--norm"], "norm", "instance norm per channel, or per Z slice (the original)", choices=("channel", "zslice"))
+    parser.add_argument("--preset", choices=sorted(["gan_3d"]), default=SUPPRESS,
+                        help="the deeper networks of the original GAN_3D.py (explicit options win)")
+    add_option(parser, C, ["--base-filters"], "base_filters", "generator filters of the first convolution")
+    add_option(parser, C, ["--n-downsamplings"], "n_downsamplings", "generator down-/up-sampling stages")
+    add_option(parser, C, ["--n-residual-blocks"], "n_residual_blocks", "generator residual blocks")
+    add_option(parser, C, ["--d-layers"], "d_layers", "PatchGAN stride-2 blocks")
+    add_option(parser, C, ["--d-filters"], "d_filters", "PatchGAN filters of the first convolution")
+    add_option(parser, C, ["--lr"], "lr", "Adam learning rate of generators and discriminators")
+    add_option(parser, C, ["--beta-1"], "beta_1", "Adam beta_1")
+    add_option(parser, C, ["--beta-2"], "beta_2", "Adam beta_2")
+    add_option(parser, C, ["--decay-epoch"], "decay_epoch", "linear learning-rate decay to 0 from this epoch")
+    add_option(parser, C, ["--lambda-cycle"], "lambda_cycle", "weight of the cycle L1 losses")
+    add_option(parser, C, ["--lambda-supervised"], "lambda_supervised", "weight of the supervised L1 losses (paired data)")
+    add_option(parser, C, ["--lambda-identity"], "lambda_identity", "weight of the identity L1 losses")
+    parser.add_argument("--unpaired", dest="supervised", action="store_false", default=SUPPRESS,
+                        help="unpaired data: no supervised loss, no pair checks, unequal counts allowed")
+    add_option(parser, C, ["--identity-every"], "identity_every", "identity update every N steps (0: never)")
+    add_option(parser, C, ["--generator-updates"], "generator_updates", "generator updates per discriminator update")
+    add_option(parser, C, ["--pool-size"], "pool_size", "fake-volume history per domain (memory: 2 x N volumes)")
+    add_option(parser, C, ["--recompute"], "recompute", "gradient checkpointing (not implemented yet)")
+    parser.add_argument("--evaluate", action="store_true",
+                        help="score the test volumes after training (with --resume RUN_DIR: evaluate only)")
+    parser.add_argument("--test-dir", help="folder holding testA/testB for --evaluate (default: DATA_DIR)")
+    add_engine_options(parser, C)
+    parser.set_defaults(run=_run_cyclegan3d)
+
+
+def _run_cyclegan3d(args) -> int:
+    from pathlib import Path
+
+    from tfmedgan.config import CycleGAN3DConfig
+
+    values = explicit_options(args, CycleGAN3DConfig)
+    preset = getattr(args, "preset", "")
+    if args.resume and args.evaluate:
+        if args.paths:
+            raise TfmedganError("with --resume give no DATA_DIR/OUTPUT_DIR: the run's config.json has them")
+        return _evaluate_cyclegan3d(Path(args.resume), args.test_dir)
+    if preset and not args.resume:
+        from tfmedgan.models.cyclegan import CYCLEGAN3D_PRESETS
+
+        values = {**CYCLEGAN3D_PRESETS[preset], **values, "preset": preset}
+    if not args.resume:
+        if len(args.paths) != 2:
+            raise TfmedganError("give DATA_DIR OUTPUT_DIR (DATA_DIR holds trainA and trainB)")
+        values["data_dir"], values["output_dir"] = args.paths
+    elif args.paths:
+        raise TfmedganError("with --resume give no DATA_DIR/OUTPUT_DIR: the run's config.json has them")
+    config = resolve_config(CycleGAN3DConfig, args, values)
+    from tfmedgan.models.cyclegan import CycleGAN3DRecipe
+
+    recipe = CycleGAN3DRecipe(config)
+    if not args.dry_run and not args.resume:
+        run_path = Path(config.output_dir) / config.name if config.name else None
+        if run_path is not None and run_path.exists():
+            raise TfmedganError(f"run directory {run_path} already exists: pick another --name or use --resume {run_path}")
+    status = _train_or_dry_run(recipe, args)
+    if status == 0 and args.evaluate and not args.dry_run:
+        return _evaluate_cyclegan3d(Path(config.output_dir) / config.name, args.test_dir)
+    return status
+
+
+def _evaluate_cyclegan3d(run_dir, test_dir) -> int:
+    from tfmedgan.inference.volumes import evaluate_run
+
+    rows, path = evaluate_run(run_dir, test_dir)
+    mean = [r for r in rows if r["file"] == "mean"]
+    for row in mean:
+        print(f"{row['direction']}: MAE {row['mae']:.4f}  PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
+              f"MI {row['mutual_information']:.4f}")
+    print(f"wrote {path}")
+    return 0
+
+
 # -- dcgan-ssim -----------------------------------------------------------------------------------
 def _ssim_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -258,7 +349,7 @@ def _run_ssim(args) -> int:
     return 0
 
 
-PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _ssim_parser]
+PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _cyclegan3d_parser, _ssim_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

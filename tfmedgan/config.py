@@ -212,3 +212,76 @@ class StyleGAN2Config(EngineConfig):
             raise TfmedganError(f"fade_in_base must be positive, got {self.fade_in_base}")
         if self.val < 1 or self.latent < 1 or self.n_critic < 1:
             raise TfmedganError("--val, --latent and --n-critic must be positive")
+
+
+@dataclasses.dataclass
+class CycleGAN3DConfig(EngineConfig):
+    """Seed 000 (DCAN-Labs 3D CycleGAN, T1w <-> T2w NIfTI); defaults are CycleGAN_3D.py's values.
+
+    Attributes:
+        data_dir: folder holding ``trainA``/``trainB`` (and optionally ``testA``/``testB``) NIfTIs.
+        shape: model input spatial shape ``[x, y, z]``; empty = the largest training volume shape
+            rounded up to a shape the generator accepts. Given shapes are rounded up the same way.
+        norm: instance normalisation ``channel`` (per channel, intended) or ``zslice`` (per index
+            of the last spatial axis, the original's keras-contrib ``axis=3`` quirk).
+        base_filters, n_downsamplings, n_residual_blocks: generator size (original 32, 1, 1).
+        preset: ``""`` or ``gan_3d`` (the deeper GAN_3D.py networks); explicit options win.
+        d_layers, d_filters: stride-2 blocks and first-layer filters of the PatchGAN (1, 64).
+        lr, beta_1, beta_2: Adam of generators and discriminators.
+        decay_epoch: the learning rates fall linearly towards 0 from this epoch to ``epochs``
+            (no decay when ``epochs <= decay_epoch``).
+        lambda_cycle, lambda_supervised, lambda_identity: loss weights (10, 40, 1).
+        supervised: add the supervised L1 terms (needs co-registered pairs; ``--unpaired`` = off).
+        identity_every: identity L1 update every N steps (0 = never).
+        generator_updates: generator updates per discriminator update (2).
+        pool_size: history of generated volumes per domain shown to the discriminators (50).
+        recompute: gradient checkpointing of the generators (not implemented yet).
+    """
+
+    model: ClassVar[str] = "cyclegan3d"
+    data_dir: str = ""
+    shape: list[int] = dataclasses.field(default_factory=list)
+    norm: str = "channel"
+    base_filters: int = 32
+    n_downsamplings: int = 1
+    n_residual_blocks: int = 1
+    preset: str = ""
+    d_layers: int = 1
+    d_filters: int = 64
+    lr: float = 2e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    epochs: int = 150
+    decay_epoch: int = 75
+    batch: int = 1
+    lambda_cycle: float = 10.0
+    lambda_supervised: float = 40.0
+    lambda_identity: float = 1.0
+    supervised: bool = True
+    identity_every: int = 10
+    generator_updates: int = 2
+    pool_size: int = 50
+    recompute: bool = False
+    seed: int = 12346
+
+    def validate(self) -> None:
+        super().validate()
+        if self.norm not in ("channel", "zslice"):
+            raise TfmedganError(f"--norm must be channel or zslice, got {self.norm!r}")
+        if self.preset not in ("", "gan_3d"):
+            raise TfmedganError(f"--preset must be gan_3d (or empty), got {self.preset!r}")
+        if self.shape and (len(self.shape) != 3 or any(int(size) < 1 for size in self.shape)):
+            raise TfmedganError(f"--shape needs three positive sizes X Y Z, got {self.shape}")
+        for field in ("base_filters", "d_layers", "d_filters", "generator_updates"):
+            if getattr(self, field) < 1:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be at least 1, got {getattr(self, field)}")
+        for field in ("n_downsamplings", "n_residual_blocks", "identity_every", "pool_size"):
+            if getattr(self, field) < 0:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
+        for field in ("lr", "lambda_cycle", "lambda_supervised", "lambda_identity"):
+            if getattr(self, field) < 0:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
+        if self.decay_epoch < 0:
+            raise TfmedganError(f"--decay-epoch must be >= 0, got {self.decay_epoch}")
+        if self.recompute:
+            raise TfmedganError("--recompute (gradient checkpointing) is not implemented yet")

@@ -83,3 +83,39 @@ class GANRecipe:
     def noise_seed(self, step: tf.Tensor, salt: int = 0) -> tf.Tensor:
         """Stateless seed for the random inputs of a step: a function of (seed, step, salt) only."""
         return tf.stack([tf.constant(self.config.seed * 1000 + salt, tf.int64), tf.cast(step, tf.int64)])
+
+
+class SliceGANRecipe(GANRecipe):
+    """A recipe trained on folders of 2D PNG/JPEG slices (DCGAN, StyleGAN2).
+
+    Subclasses set ``self.files`` through :meth:`plan_slices` in ``prepare_data`` and inherit the
+    streaming :meth:`dataset`.
+    """
+
+    def plan_slices(self, folders, num_replicas: int, drop_partial: bool = False) -> None:
+        """List and check the images and decide the batches of an epoch.
+
+        The last partial batch is dropped when ``drop_partial`` (a network that cannot take it) or
+        with several replicas (each replica then gets an equal share).
+        """
+        from tfmedgan.data import png
+        from tfmedgan.errors import TfmedganError
+
+        self.files = png.list_images(folders)
+        png.check_images(self.files)
+        count, batch = len(self.files), self.config.batch
+        if num_replicas > 1 and batch % num_replicas:
+            raise TfmedganError(f"--batch {batch} is not divisible by the {num_replicas} replicas")
+        self.drop_remainder = num_replicas > 1 or (drop_partial and count % batch > 0)
+        if self.drop_remainder and count < batch:
+            raise TfmedganError(f"{count} images are fewer than one batch of {batch}")
+        self.steps_per_epoch = count // batch if self.drop_remainder else -(-count // batch)
+
+    def dataset(self, epoch: int) -> tf.data.Dataset:
+        from tfmedgan.data import png
+
+        config = self.config
+        return png.image_dataset(
+            self.files, config.resolution, config.channels, config.batch, config.seed, epoch,
+            drop_remainder=self.drop_remainder,
+        )

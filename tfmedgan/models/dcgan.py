@@ -11,18 +11,17 @@ import tensorflow as tf
 
 from tfmedgan import losses
 from tfmedgan.config import DCGANConfig
-from tfmedgan.data import png
 from tfmedgan.engine.distribute import average_loss, global_batch_size, replica_slice
 from tfmedgan.engine.launch import launch
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.engine.rundir import RunDirectory
 from tfmedgan.engine.trainer import save_generated
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models.base import GANRecipe
+from tfmedgan.models.base import SliceGANRecipe
 from tfmedgan.networks import dcgan as networks
 
 
-class DCGANRecipe(GANRecipe):
+class DCGANRecipe(SliceGANRecipe):
     """Networks, optimizers and train step of the seed-003 DCGAN.
 
     One step, as the original ``train_step``: fake = G(z); D sees the real batch and the fake
@@ -36,22 +35,7 @@ class DCGANRecipe(GANRecipe):
         config = self.config
         if not config.data_dirs:
             raise TfmedganError("no data folder given (or use --sample-data)")
-        self.files = png.list_images(config.data_dirs)
-        png.check_images(self.files)
-        self.drop_remainder = num_replicas > 1
-        if self.drop_remainder and config.batch % num_replicas:
-            raise TfmedganError(f"--batch {config.batch} is not divisible by the {num_replicas} replicas")
-        if self.drop_remainder and len(self.files) < config.batch:
-            raise TfmedganError(f"{len(self.files)} images are fewer than one batch of {config.batch}")
-        count = len(self.files)
-        self.steps_per_epoch = count // config.batch if self.drop_remainder else int(np.ceil(count / config.batch))
-
-    def dataset(self, epoch: int) -> tf.data.Dataset:
-        config = self.config
-        return png.image_dataset(
-            self.files, config.resolution, config.channels, config.batch, config.seed, epoch,
-            drop_remainder=self.drop_remainder,
-        )
+        self.plan_slices(config.data_dirs, num_replicas)
 
     def build(self, num_replicas: int = 1) -> None:
         config = self.config

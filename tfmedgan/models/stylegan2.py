@@ -39,7 +39,7 @@ from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimize
 from tfmedgan.engine.rundir import RunDirectory
 from tfmedgan.engine.trainer import save_generated
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models.base import GANRecipe
+from tfmedgan.models.base import SliceGANRecipe
 from tfmedgan.networks import stylegan2 as networks
 
 __all__ = ["StyleGAN2Recipe", "fade_in_alpha", "gradient_penalty", "train"]
@@ -127,7 +127,7 @@ def gradient_penalty(
     return tf.square(norms - 1.0)
 
 
-class StyleGAN2Recipe(GANRecipe):
+class StyleGAN2Recipe(SliceGANRecipe):
     """Data, networks, optimizers and train step of the seed-004 simplified residual StyleGAN2.
 
     Args:
@@ -158,29 +158,17 @@ class StyleGAN2Recipe(GANRecipe):
         config = self.config
         if not config.data_dir:
             raise TfmedganError("no data folder given (or use --sample-data)")
-        self.files = png.list_images([config.data_dir])
-        png.check_images(self.files)
-        count, batch = len(self.files), config.batch
-        if num_replicas > 1:
-            if batch % num_replicas:
-                raise TfmedganError(f"--batch {batch} is not divisible by the {num_replicas} replicas")
-            if not _group_ok(batch // num_replicas):
-                raise TfmedganError(
-                    f"--batch {batch} gives {batch // num_replicas} images per replica, which is not divisible "
-                    f"by the minibatch-stddev group min({GROUP_SIZE}, {batch // num_replicas})"
-                )
-        remainder = count % batch
-        self.drop_remainder = num_replicas > 1 or (remainder > 0 and not _group_ok(remainder))
-        if self.drop_remainder and count < batch:
-            raise TfmedganError(f"{count} images in {config.data_dir} are fewer than one batch of {batch}")
-        self.steps_per_epoch = count // batch if self.drop_remainder else int(np.ceil(count / batch))
-
-    def dataset(self, epoch: int) -> tf.data.Dataset:
-        config = self.config
-        return png.image_dataset(
-            self.files, config.resolution, config.channels, config.batch, config.seed, epoch,
-            drop_remainder=self.drop_remainder,
-        )
+        batch = config.batch
+        if num_replicas > 1 and batch % num_replicas == 0 and not _group_ok(batch // num_replicas):
+            raise TfmedganError(
+                f"--batch {batch} gives {batch // num_replicas} images per replica, which is not divisible "
+                f"by the minibatch-stddev group min({GROUP_SIZE}, {batch // num_replicas})"
+            )
+        self.plan_slices([config.data_dir], num_replicas, drop_partial=True)
+        remainder = len(self.files) % batch
+        if num_replicas == 1 and remainder and _group_ok(remainder):  # a partial batch the network can take
+            self.drop_remainder = False
+            self.steps_per_epoch = -(-len(self.files) // batch)
 
     # -- networks --------------------------------------------------------------------------------
     def build(self, num_replicas: int = 1) -> None:

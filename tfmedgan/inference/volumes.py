@@ -1,0 +1,247 @@
+"""Translate NIfTI volumes with a trained 3D CycleGAN generator, and score the results.
+
+Sources of a generator (:func:`load_translator`):
+
+- a tfmedgan ``cyclegan3d`` run directory: ``models/generator_a2b.keras`` (or ``generator_b2a``),
+  or the newest checkpoint when the run was stopped early; the model shape is the run's ``shape``;
+- a folder with the original repository's Keras 2 files ``G_A2B_model.json`` + ``.hdf5`` (or
+  ``G_B2A_model.*``), or explicit ``.json``/``.hdf5`` paths: rebuilt as the faithful network
+  (per-Z-slice norm, input 156x188x156) by :func:`tfmedgan.inference.legacy.load_legacy_model`.
+
+Each input volume is centre zero-padded to the model shape, scaled per volume to [-1, 1] (as in
+training), translated, and the padding is removed, so the output has the input's shape; it is
+written with the input's affine and header as float32 values in [-1, 1] (the generator's tanh
+range: the intensity scale of the target domain is not known). A volume larger than the model
+shape is translated with overlapping windows of the model shape
+(:func:`tfmedgan.inference.sliding_window.sliding_window_inference`, Gaussian blending).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import keras
+import numpy as np
+
+from tfmedgan.config import read_config
+from tfmedgan.data.nifti import scale_to_unit_range
+from tfmedgan.errors import TfmedganError
+from tfmedgan.io.nifti import is_nifti_name, list_nifti, nifti_stem, pad_or_crop_center, read_volume, undo_center_pad, write_volume
+
+DIRECTIONS = ("A2B", "B2A")
+OUTPUT_SUFFIX = "_synthetic"
+
+
+def _legacy_files(folder: Path, direction: str) -> tuple[Path, Path] | None:
+    stem = f"G_{direction}_model"
+    json_path, hdf5_path = folder / f"{stem}.json", folder / f"{stem}.hdf5"
+    if hdf5_path.is_file():
+        return (json_path if json_path.is_file() else None), hdf5_path
+    return None
+
+
+def load_translator(
+    source: str | Path | None,
+    direction: str = "A2B",
+    legacy_json: str | Path | None = None,
+    legacy_hdf5: str | Path | None = None,
+    input_shape: Sequence[int | None] | None = None,
+) -> tuple[keras.Model, tuple[int, int, int]]:
+    """Load the generator of one direction and the spatial shape it is fed.
+
+    Args:
+        source: A ``cyclegan3d`` run directory or a folder with the original ``G_<dir>_model`` files
+            (ignored when ``legacy_hdf5`` is given).
+        direction: ``"A2B"`` or ``"B2A"``.
+        legacy_json: Explicit Keras 2 architecture file.
+        legacy_hdf5: Explicit Keras 2 weights file.
+        input_shape: Build a legacy model for this input shape (without batch axis) instead of the
+            original 156x188x156; with per-Z-slice norm Z must stay 156. For tests and small crops.
+
+    Returns:
+        ``(model, model_shape)``.
+    """
+    if direction not in DIRECTIONS:
+        raise TfmedganError(f"--direction must be A2B or B2A, got {direction!r}")
+    if legacy_hdf5 is None and source is not None:
+        folder = Path(source)
+        if not folder.exists():
+            raise TfmedganError(f"{folder}: no such run directory or model folder")
+        if (folder / "config.json").is_file():
+            values = read_config(folder / "config.json")
+            if values.get("model") != "cyclegan3d":
+                raise TfmedganError(f"{folder} is a {values.get('model')!r} run, not a cyclegan3d run")
+            from tfmedgan.inference.generate import load_network
+
+            model = load_network(folder, f"generator_{direction.lower()}")
+            return model, tuple(int(s) for s in values["shape"])
+        found = _legacy_files(folder, direction) if folder.is_dir() else None
+        if found is None:
+            raise TfmedganError(f"{folder}: neither a cyclegan3d run (config.json) nor a folder with G_{direction}_model.hdf5")
+        legacy_json, legacy_hdf5 = found
+    if legacy_hdf5 is None:
+        raise TfmedganError("give a run directory, a model folder or --legacy-hdf5")
+    from tfmedgan.inference.legacy import load_legacy_model
+
+    model = load_legacy_model(legacy_json, legacy_hdf5, input_shape=input_shape)
+    static = model.input_shape[1:4]
+    if any(size is None for size in static):
+        raise TfmedganError(f"{legacy_hdf5}: give a complete input shape for a legacy model, got {static}")
+    return model, tuple(int(s) for s in static)
+
+
+def _predict(model: keras.Model, batch: np.ndarray) -> np.ndarray:
+    return np.asarray(model(batch, training=False), dtype=np.float32)
+
+
+def translate_volume(model: keras.Model, data: np.ndarray, model_shape: Sequence[int]) -> np.ndarray:
+    """Translate one 3D array; returns float32 values in [-1, 1] of the same shape.
+
+    The volume is centre zero-padded to (at least) ``model_shape`` and min-max scaled to [-1, 1]
+    after padding, exactly as the training pipeline does. If it fits, one forward pass of the
+    model shape; otherwise overlapping windows of the model shape.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim != 3:
+        raise TfmedganError(f"expected a 3D volume, got shape {data.shape}")
+    model_shape = tuple(int(s) for s in model_shape)
+    target = tuple(max(size, wanted) for size, wanted in zip(data.shape, model_shape))
+    padded, padding = pad_or_crop_center(data, target)
+    scaled = scale_to_unit_range(padded)
+    if target == model_shape:
+        output = _predict(model, scaled[None, ..., None])[0, ..., 0]
+    else:
+        from tfmedgan.inference.sliding_window import sliding_window_inference
+
+        output = sliding_window_inference(scaled, lambda batch: _predict(model, batch), model_shape, blend="gaussian")
+        output = np.asarray(output, np.float32).reshape(target)
+    return undo_center_pad(output, padding).astype(np.float32)
+
+
+def list_inputs(path: str | Path) -> list[Path]:
+    """A single NIfTI file, or the sorted NIfTI files of a folder."""
+    path = Path(path)
+    if path.is_file():
+        if not is_nifti_name(path):
+            raise TfmedganError(f"{path}: not a NIfTI file (expected a .nii or .nii.gz name)")
+        return [path]
+    files = list_nifti(path)
+    if not files:
+        raise TfmedganError(f"{path}: no .nii or .nii.gz files found")
+    return files
+
+
+def output_name(path: Path) -> str:
+    """``<stem>_synthetic.nii.gz`` (the original's naming, without its ``strip`` bug)."""
+    return f"{nifti_stem(path)}{OUTPUT_SUFFIX}.nii.gz"
+
+
+def translate_files(
+    model: keras.Model,
+    model_shape: Sequence[int],
+    inputs: Sequence[Path],
+    out_dir: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """Translate NIfTI files into ``out_dir``, one ``<stem>_synthetic.nii.gz`` each.
+
+    Every input is read (and checked) before the first prediction; outputs keep the input's
+    affine and header (data type float32).
+
+    Raises:
+        TfmedganError: A bad input file, or a non-empty ``out_dir`` without ``overwrite``.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
+        raise TfmedganError(f"output folder {out_dir} exists and is not empty (use --overwrite)")
+    for path in inputs:  # header-level check of every input first
+        read_volume(path)
+    from tqdm.auto import tqdm
+
+    written = []
+    for path in tqdm(inputs, desc="translating", unit="volume", disable=not progress):
+        volume = read_volume(path)
+        synthetic = translate_volume(model, volume.data, model_shape)
+        written.append(write_volume(out_dir / output_name(path), synthetic, volume.affine, volume.header))
+    return written
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+METRIC_COLUMNS = ("mae", "psnr", "ssim", "mutual_information")
+
+
+def score_volume(synthetic: np.ndarray, real: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """MAE, PSNR, 3D SSIM and mutual information of two volumes on the [-1, 1] scale.
+
+    Args:
+        synthetic: Generated volume in [-1, 1].
+        real: The real volume of the same subject, already scaled to [-1, 1].
+        mask: Brain mask (voxels counted), e.g. ``real_original > 0``.
+
+    Returns:
+        ``{"mae", "psnr", "ssim", "mutual_information"}``; PSNR and SSIM use data range 2.
+    """
+    from tfmedgan import metrics
+
+    return {
+        "mae": metrics.mae(synthetic, real, mask=mask),
+        "psnr": metrics.psnr(real, synthetic, data_range=2.0, mask=mask),
+        "ssim": metrics.ssim(synthetic, real, data_range=2.0, mask=mask),
+        "mutual_information": metrics.mutual_information(synthetic, real, bins=64, mask=mask),
+    }
+
+
+def evaluate_run(
+    run_dir: str | Path, test_dir: str | Path | None = None, output: str | Path | None = None
+) -> tuple[list[dict], Path]:
+    """Score a trained ``cyclegan3d`` run on ``testA``/``testB`` and write a CSV.
+
+    For every test pair (a, b): synthetic B = G_A2B(a) is compared with b and synthetic A =
+    G_B2A(b) with a. Both real and synthetic volumes are on the training scale (per-volume
+    min-max to [-1, 1] after centre padding to the model shape, padding removed), metrics are
+    taken inside the brain mask ``real > 0`` (original intensities) with data range 2.
+    Rows: file, direction, mae, psnr, ssim, mutual_information (nats, 64 bins), plus one ``mean``
+    row per direction.
+
+    Args:
+        run_dir: The run directory.
+        test_dir: Folder holding ``testA``/``testB`` (default: the run's data_dir).
+        output: CSV path (default ``RUN_DIR/evaluation.csv``).
+
+    Returns:
+        ``(rows, csv_path)``.
+    """
+    from tfmedgan.data.nifti import paired_files
+
+    run_dir = Path(run_dir)
+    values = read_config(run_dir / "config.json")
+    test_dir = Path(test_dir or values.get("data_dir", ""))
+    pairs = paired_files(test_dir, "test", paired=True)
+    models = {direction: load_translator(run_dir, direction) for direction in DIRECTIONS}
+    rows: list[dict] = []
+    for path_a, path_b in pairs:
+        volume_a, volume_b = read_volume(path_a), read_volume(path_b)
+        from tfmedgan.io.nifti import check_pair
+
+        check_pair(volume_a, volume_b)
+        for direction, source, target in (("A2B", volume_a, volume_b), ("B2A", volume_b, volume_a)):
+            model, shape = models[direction]
+            synthetic = translate_volume(model, source.data, shape)
+            target_shape = tuple(max(s, m) for s, m in zip(target.shape, shape))
+            padded, padding = pad_or_crop_center(target.data, target_shape)
+            real = undo_center_pad(scale_to_unit_range(padded), padding)
+            scores = score_volume(synthetic, real, target.data > 0)
+            rows.append({"file": source.name, "direction": direction, **scores})
+    for direction in DIRECTIONS:
+        selected = [row for row in rows if row["direction"] == direction]
+        rows.append({"file": "mean", "direction": direction,
+                     **{k: float(np.mean([row[k] for row in selected])) for k in METRIC_COLUMNS}})
+    path = Path(output) if output else run_dir / "evaluation.csv"
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=["file", "direction", *METRIC_COLUMNS])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows, path
