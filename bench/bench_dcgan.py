@@ -70,11 +70,15 @@ def run(resolutions=(64, 128), batch: int = 10, steps: int = 120, warmup: int = 
             data = sample_slices_dir(resolution=resolution, n_images=images)
             config = DCGANConfig(data_dirs=[str(data)], resolution=resolution, batch=batch, epochs=1000,
                                  output_dir=scratch, checkpoint_minutes=0)
-            bare = _bare_seconds(config, steps, warmup)
+            # bare step measured before and after the engine run: the machine is shared and noisy
+            bare_before = _bare_seconds(config, steps, warmup)
             engine = _engine_seconds(config, steps, warmup)
+            bare_after = _bare_seconds(config, steps, warmup)
+            bare = (bare_before + bare_after) / 2
             results[resolution] = {
                 "steps_per_epoch": -(-images // batch),
                 "bare_images_per_s": steps * batch / bare,
+                "bare_images_per_s_before_after": [steps * batch / bare_before, steps * batch / bare_after],
                 "engine_images_per_s": steps * batch / engine,
                 "engine_over_bare": bare / engine,
             }

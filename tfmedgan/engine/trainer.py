@@ -104,14 +104,20 @@ class Trainer:
         return latest
 
     # -- compiled step ---------------------------------------------------------------------------
-    def _build_step(self):
+    def _build_step(self, element_spec=None):
+        """The compiled, distributed step. With the dataset's ``element_spec`` (batch dimension
+        None) it is traced once, so the last partial batch of an epoch does not retrace it."""
         strategy, recipe = self.strategy, self.recipe
 
         def distributed_step(batch, step):
             per_replica = strategy.run(recipe.train_step, args=(batch, step))
             return {k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()}
 
-        return tf.function(distributed_step, jit_compile=self.config.jit_compile or None, reduce_retracing=True)
+        signature = None if element_spec is None else [element_spec, tf.TensorSpec([], tf.int64)]
+        return tf.function(
+            distributed_step, input_signature=signature, jit_compile=self.config.jit_compile or None,
+            reduce_retracing=signature is None,
+        )
 
     def train_step(self, batch, step: int) -> dict[str, float]:
         """Run one compiled, distributed step; returns the global-batch losses as floats."""
@@ -141,6 +147,8 @@ class Trainer:
                 if self.step_in_epoch:
                     dataset = dataset.skip(self.step_in_epoch)
                 distributed = self.strategy.experimental_distribute_dataset(dataset)
+                if self._compiled_step is None:
+                    self._compiled_step = self._build_step(distributed.element_spec)
                 bar = tqdm(
                     total=recipe.steps_per_epoch,
                     initial=self.step_in_epoch,
