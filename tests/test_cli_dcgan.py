@@ -104,3 +104,12 @@ def test_train_resume_longer_generate_and_ssim(png_folder, tmp_path, capsys):
         assert int(index) == int(np.argmax(scores))
         assert float(best) == pytest.approx(max(scores), abs=1e-4)
     assert (run / "ssim_match_000.png").exists()
+
+
+def test_sample_data_subcommand_writes_slices_and_refuses_existing_folder(tmp_path, capsys):
+    out = tmp_path / "slices"
+    assert main(["sample-data", "slices", str(out), "--n", "3", "--resolution", "32"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["slice_00000.png", "slice_00001.png", "slice_00002.png"]
+    assert Image.open(out / "slice_00000.png").size == (32, 32)
+    assert main(["sample-data", "slices", str(out)]) == 2
+    assert "already exists" in one_line_error(capsys)

@@ -323,6 +323,40 @@ def _evaluate_cyclegan3d(run_dir, test_dir) -> int:
     return 0
 
 
+# -- sample-data ---------------------------------------------------------------------------------
+def _sample_data_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sample-data",
+        help="write the built-in MNI152-derived sample data (2D slices or paired 3D T1w/T2w subjects)",
+        description="Write built-in sample data made from the MNI ICBM152 2009a templates shipped with nilearn.",
+    )
+    parser.add_argument("kind", choices=("slices", "subjects"), help="PNG slices, or paired NIfTI subjects")
+    parser.add_argument("out_dir", help="output folder (must not exist)")
+    parser.add_argument("--n", type=int, default=None, help="number of images (256) or subjects (8)")
+    parser.add_argument("--resolution", type=int, default=256, help="slices: image size in pixels (default: 256)")
+    parser.add_argument("--voxel-mm", type=float, default=2.0, choices=(1.0, 2.0),
+                        help="subjects: voxel size in mm (default: 2)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.set_defaults(run=_run_sample_data)
+
+
+def _run_sample_data(args) -> int:
+    from pathlib import Path
+
+    from tfmedgan.data import sample
+
+    out = Path(args.out_dir)
+    if out.exists():
+        raise TfmedganError(f"output folder {out} already exists")
+    if args.kind == "slices":
+        sample.make_png_slices(out, n_images=args.n or 256, resolution=args.resolution, seed=args.seed)
+        print(f"wrote {args.n or 256} slices to {out}")
+    else:
+        sample.make_paired_subjects(out, n_subjects=args.n or 8, seed=args.seed, resolution_mm=args.voxel_mm)
+        print(f"wrote {args.n or 8} T1w/T2w pairs to {out}/trainA and {out}/trainB")
+    return 0
+
+
 # -- dcgan-ssim -----------------------------------------------------------------------------------
 def _ssim_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -349,7 +383,7 @@ def _run_ssim(args) -> int:
     return 0
 
 
-PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _cyclegan3d_parser, _ssim_parser]
+PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _cyclegan3d_parser, _ssim_parser, _sample_data_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
