@@ -78,6 +78,15 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if _NAME.match(p.name))
 
 
+def remove_stale_temporaries(directory: str | Path) -> int:
+    """Delete temporary files left by a process killed while writing; returns how many."""
+    directory = Path(directory)
+    stale = list(directory.glob(".tmp-*")) if directory.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 def latest_checkpoint(directory: str | Path) -> Path | None:
     found = list_checkpoints(directory)
     return found[-1] if found else None

@@ -92,6 +92,7 @@ class Trainer:
         return path
 
     def restore_latest(self) -> Path | None:
+        ckpt.remove_stale_temporaries(self.run_dir.checkpoints)
         latest = ckpt.latest_checkpoint(self.run_dir.checkpoints)
         if latest is None:
             self.run_dir.truncate_losses(0)
