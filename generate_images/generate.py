@@ -14,6 +14,13 @@ writes OUT_DIR/generated_00000.png ... and OUT_DIR/grid.png.
 writes OUT_DIR/<input stem>_synthetic.nii.gz per input, with the input's shape, affine and header.
 RUN_DIR_OR_MODEL_DIR is a cyclegan3d run or a folder with the original G_A2B_model.json/.hdf5
 (or give --legacy-json/--legacy-hdf5 and use "-" as the first path).
+
+3D CycleGAN-SR (seed 002): enhance a whole tomogram (HDF5 or NIfTI, any size)::
+
+    python generate_images/generate.py CYCLEGAN_SR_RUN_DIR TOMOGRAM.h5 OUT_DIR [--blend gaussian|mean]
+
+writes OUT_DIR/<stem>_enhanced.h5 (float16 dataset "data", SR x the input shape) and, for a NIfTI
+input, OUT_DIR/<stem>_enhanced.nii.gz with voxel size and affine scaled by 1/SR.
 """
 
 from __future__ import annotations
@@ -61,19 +68,42 @@ def _translate_3d(args) -> int:
     return 0
 
 
+def _enhance_tomogram(args) -> int:
+    run_dir, tomogram, out_dir = args.paths
+    from tfmedgan.inference.tomogram import enhance_file
+
+    written = enhance_file(
+        run_dir, tomogram, out_dir, blend=args.blend, batch_size=args.tile_batch, dset=args.dset,
+        stride=args.stride, border=args.border, standardize=not args.no_standardize,
+        overwrite=args.overwrite, progress=not args.no_progress,
+    )
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate images from a trained tfmedgan run directory (2D: RUN_DIR OUT_DIR --n N), "
         "or translate NIfTI volumes with a 3D CycleGAN (RUN_OR_MODEL_DIR INPUT OUT_DIR --direction A2B)."
     )
     parser.add_argument("paths", nargs="+", metavar="PATH",
-                        help="RUN_DIR OUT_DIR (2D GANs) or RUN_OR_MODEL_DIR INPUT_FILE_OR_DIR OUT_DIR (3D CycleGAN)")
+                        help="RUN_DIR OUT_DIR (2D GANs), RUN_OR_MODEL_DIR INPUT_FILE_OR_DIR OUT_DIR (3D CycleGAN) "
+                        "or CYCLEGAN_SR_RUN_DIR TOMOGRAM OUT_DIR (seed-002 enhancement)")
     parser.add_argument("--n", type=int, default=64, help="2D: number of images (default: 64)")
     parser.add_argument("--seed", type=int, default=0, help="2D: seed of the latent vectors (default: 0)")
     parser.add_argument("--batch", type=int, default=32, help="2D: images per generator call (default: 32)")
     parser.add_argument("--direction", choices=("A2B", "B2A"), default="A2B", help="3D: translation direction (default: A2B)")
     parser.add_argument("--legacy-json", help="3D: original Keras 2 architecture (.json) of the generator")
     parser.add_argument("--legacy-hdf5", help="3D: original Keras 2 weights (.hdf5) of the generator")
+    parser.add_argument("--blend", choices=("gaussian", "mean"), default="gaussian",
+                        help="tomogram: overlap blending; mean = the original's plain average (default: gaussian)")
+    parser.add_argument("--tile-batch", type=int, default=2, help="tomogram: windows per network call (default: 2)")
+    parser.add_argument("--dset", default="data", help="tomogram: HDF5 dataset name of the input (default: data)")
+    parser.add_argument("--stride", type=int, nargs=3, metavar=("D", "H", "W"),
+                        help="tomogram: window stride (default: patch - 24, the original)")
+    parser.add_argument("--border", type=int, help="tomogram: masked output voxels at interior faces (default: 10 x SR)")
+    parser.add_argument("--no-standardize", action="store_true",
+                        help="tomogram: do not standardise the input by its mean and std")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR")
     args = parser.parse_args(argv)
@@ -81,6 +111,10 @@ def main(argv=None) -> int:
         if len(args.paths) == 2:
             return _generate_2d(args)
         if len(args.paths) == 3:
+            from tfmedgan.inference.tomogram import is_tomogram_run
+
+            if is_tomogram_run(args.paths[0]):
+                return _enhance_tomogram(args)
             return _translate_3d(args)
         raise TfmedganError("give RUN_DIR OUT_DIR (2D GANs) or RUN_OR_MODEL_DIR INPUT OUT_DIR (3D CycleGAN)")
     except TfmedganError as error:

@@ -37,7 +37,7 @@ def add_option(parser, cls, flags: Sequence[str], field: str, help: str, **kwarg
     """An option stored in ``field`` with no argparse default (so explicit values can be told apart)."""
     default = _default(cls, field)
     if isinstance(default, bool) and "action" not in kwargs:
-        kwargs["action"] = "store_true"
+        kwargs["action"] = argparse.BooleanOptionalAction  # --flag / --no-flag (e.g. --no-neptune on resume)
     elif "type" not in kwargs and "action" not in kwargs and default is not None and not isinstance(default, list):
         kwargs["type"] = type(default)
     parser.add_argument(*flags, dest=field, default=SUPPRESS, help=f"{help} (default: {default})", **kwargs)
@@ -348,13 +348,120 @@ def _run_sample_data(args) -> int:
     out = Path(args.out_dir)
     if out.exists():
         raise TfmedganError(f"output folder {out} already exists")
+    if args.n is not None and args.n < 1:
+        raise TfmedganError(f"--n must be at least 1, got {args.n}")
     if args.kind == "slices":
-        sample.make_png_slices(out, n_images=args.n or 256, resolution=args.resolution, seed=args.seed)
-        print(f"wrote {args.n or 256} slices to {out}")
+        sample.make_png_slices(out, n_images=256 if args.n is None else args.n, resolution=args.resolution, seed=args.seed)
+        print(f"wrote {256 if args.n is None else args.n} slices to {out}")
     else:
-        sample.make_paired_subjects(out, n_subjects=args.n or 8, seed=args.seed, resolution_mm=args.voxel_mm)
-        print(f"wrote {args.n or 8} T1w/T2w pairs to {out}/trainA and {out}/trainB")
+        sample.make_paired_subjects(out, n_subjects=8 if args.n is None else args.n, seed=args.seed, resolution_mm=args.voxel_mm)
+        print(f"wrote {8 if args.n is None else args.n} T1w/T2w pairs to {out}/trainA and {out}/trainB")
     return 0
+
+
+# -- cyclegan-sr ---------------------------------------------------------------------------------
+def _cyclegan_sr_parser(subparsers) -> None:
+    from tfmedgan.config import CycleGANSRConfig as C
+    from tfmedgan.networks.unet3d import UNET_NAMES
+
+    parser = subparsers.add_parser(
+        "cyclegan-sr",
+        help="seed 002: 3D CycleGAN for microCT denoising and 2x/4x super-resolution (HDF5 patches)",
+        description="Train the seed-002 3D CycleGAN between a fast (A, low resolution) and a slow (B, high "
+        "resolution) domain. DATA_A and DATA_B are dataset JSON files listing HDF5 volumes (path, dset, ROI0..2) "
+        "under train/validate, or bare .h5 files. Random patches (B patch = SR x A patch, flips on all axes) are "
+        "read lazily. One epoch = --steps-per-epoch steps (checkpoint, cycle plot, HP check); training stops "
+        "after --num-iters steps. With --sample-data only OUTPUT_DIR is given: a synthetic fibre-composite "
+        "pair is written to OUTPUT_DIR/sample_data-*/ and used.",
+    )
+    parser.add_argument("paths", nargs="*", metavar="DATA_A DATA_B OUTPUT_DIR",
+                        help="dataset of domain A, dataset of domain B, output folder")
+    parser.add_argument("--sample-data", action="store_true",
+                        help="train on the built-in synthetic fibre-composite microCT pair (give only OUTPUT_DIR)")
+    add_option(parser, C, ["--net-a"], "net_a", "U-Net A->B", choices=UNET_NAMES)
+    add_option(parser, C, ["--net-b"], "net_b", "U-Net B->A", choices=UNET_NAMES)
+    add_option(parser, C, ["--super-resolution"], "super_resolution", "size factor B / A (1, 2 or 4)")
+    add_option(parser, C, ["--patch"], "patch", "A patch size D H W (the original imsize_A)", type=int, nargs=3,
+               metavar=("D", "H", "W"))
+    add_option(parser, C, ["--num-iters"], "num_iters", "training iterations (steps)")
+    parser.add_argument("--batch-size", dest="batch", type=int, default=SUPPRESS, help="patches per step (default: 4)")
+    add_option(parser, C, ["--lr-g"], "lr_g", "Adam learning rate of the generators")
+    add_option(parser, C, ["--lr-d"], "lr_d", "Adam learning rate of the discriminators")
+    add_option(parser, C, ["--beta-1"], "beta_1", "Adam beta_1")
+    add_option(parser, C, ["--clip-max"], "clip_max", "joint gradient-norm clip of the generators (0: off)")
+    parser.add_argument("--losses", default=SUPPRESS, metavar="JSON",
+                        help='loss functions and weights per term, a JSON file or inline JSON, e.g. '
+                        '\'{"G_A": [["bce", 10]], "C_A": [["l1", 100]]}\' (missing terms keep the defaults '
+                        'G 10, D 1, C 100 with bce / l1; weights are rescaled to sum to 200)')
+    add_option(parser, C, ["--kickstart"], "kickstart", "reconstruct from resampled real volumes with p 0.7 in the first steps")
+    add_option(parser, C, ["--kickstart-steps"], "kickstart_steps", "steps of the kickstart phase")
+    add_option(parser, C, ["--hp-optimizer"], "hp_optimizer", "the original's experimental HP optimizer (checks, re-weighting, roll-back)")
+    add_option(parser, C, ["--num-filters"], "num_filters", "U-Net num_filters")
+    add_option(parser, C, ["--d-filters"], "d_filters", "PatchGAN filters of the first convolution")
+    add_option(parser, C, ["--d-layers"], "d_layers", "PatchGAN stride-2 layers")
+    add_option(parser, C, ["--batch-statistics"], "use_batch_statistics",
+               "standard BatchNorm in the discriminators (the original kept them in eval mode)")
+    add_option(parser, C, ["--steps-per-epoch"], "steps_per_epoch", "steps per epoch = checkpoint / plot / HP-check period")
+    add_option(parser, C, ["--validate-every"], "validate_every", "validation every N epochs (0: never)")
+    add_option(parser, C, ["--validate-batches"], "validate_batches", "batches per validation")
+    parser.add_argument("--no-check-finite", dest="check_finite", action="store_false", default=SUPPRESS,
+                        help="skip the NaN/inf scan of the volumes before training")
+    add_engine_options(parser, C)
+    parser.set_defaults(run=_run_cyclegan_sr)
+
+
+def _run_cyclegan_sr(args) -> int:
+    from pathlib import Path
+
+    from tfmedgan.config import CycleGANSRConfig
+    from tfmedgan.models.cyclegan_sr import CycleGANSRRecipe, parse_loss_spec, train
+
+    values = explicit_options(args, CycleGANSRConfig)
+    if "losses" in values:
+        parse_loss_spec(values["losses"])  # one-line errors for a bad file / JSON
+        text = values["losses"]
+        values["losses"] = json.loads(Path(text).read_text() if not text.lstrip().startswith("{") else text)
+    paths = list(args.paths)
+    if args.resume:
+        if paths:
+            raise TfmedganError("with --resume give no DATA_A/DATA_B/OUTPUT_DIR: the run's config.json has them")
+    elif args.sample_data:
+        if len(paths) != 1:
+            raise TfmedganError("with --sample-data give exactly one path: OUTPUT_DIR")
+        values["output_dir"] = paths[0]
+    else:
+        if len(paths) != 3:
+            raise TfmedganError("give DATA_A DATA_B OUTPUT_DIR (dataset JSON files or .h5 volumes, then the output folder)")
+        values["data_a"], values["data_b"], values["output_dir"] = paths
+    config = resolve_config(CycleGANSRConfig, args, values)
+    if args.sample_data and not args.resume:
+        config.validate()
+        config.data_a, config.data_b = _sr_sample_data(config)
+    recipe = CycleGANSRRecipe(config)
+    if args.dry_run:
+        from tfmedgan.engine.launch import dry_run
+
+        print(json.dumps(dry_run(recipe), indent=2))
+        return 0
+    run_dir, summary = train(config, run_dir=args.resume, progress=not args.no_progress)
+    print(f"run directory: {run_dir.path}  ({summary['steps']} steps, {summary['seconds']:.0f} s)")
+    return 0
+
+
+def _sr_sample_data(config) -> tuple[str, str]:
+    """Write (once) a phantom pair large enough for the patch: slow axis 0 = 4 B patches (3 train,
+    1 validate), other axes 2 B patches."""
+    from pathlib import Path
+
+    from tfmedgan.data.phantom import write_phantom_dataset
+
+    factor = int(config.super_resolution)
+    patch_b = [int(p) * factor for p in config.patch]
+    shape = [4 * patch_b[0], 2 * patch_b[1], 2 * patch_b[2]]
+    folder = Path(config.output_dir) / f"sample_data-{'x'.join(map(str, shape))}-sr{factor}"
+    print(f"preparing the synthetic microCT pair in {folder} (cached) ...", file=sys.stderr)
+    paths = write_phantom_dataset(folder, shape, factor, seed=config.seed)
+    return str(paths["fast_json"]), str(paths["slow_json"])
 
 
 # -- dcgan-ssim -----------------------------------------------------------------------------------
@@ -383,7 +490,7 @@ def _run_ssim(args) -> int:
     return 0
 
 
-PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _cyclegan3d_parser, _ssim_parser, _sample_data_parser]
+PARSERS: list[Callable] = [_dcgan_parser, _stylegan2_parser, _cyclegan3d_parser, _cyclegan_sr_parser, _ssim_parser, _sample_data_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:

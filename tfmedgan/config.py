@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -67,6 +68,8 @@ class EngineConfig:
         for field in ("epochs", "batch", "checkpoint", "keep_checkpoints", "log_every"):
             if getattr(self, field) < 1:
                 raise TfmedganError(f"--{field.replace('_', '-')} must be at least 1, got {getattr(self, field)}")
+        if not 0 <= self.seed < 2**31:
+            raise TfmedganError(f"--seed must be in [0, 2^31), got {self.seed}")
         for field in ("checkpoint_steps", "max_steps"):
             if getattr(self, field) < 0:
                 raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
@@ -83,6 +86,8 @@ ConfigT = TypeVar("ConfigT", bound=EngineConfig)
 
 def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     """Build ``cls`` from a dict, ignoring the ``model`` key and rejecting unknown keys."""
+    if not isinstance(values, dict):
+        raise TfmedganError(f"a {cls.model} config must be a JSON object, got {type(values).__name__}")
     values = dict(values)
     model = values.pop("model", cls.model)
     if model != cls.model:
@@ -98,8 +103,10 @@ def read_config(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         return json.loads(path.read_text())
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         raise TfmedganError(f"{path} not found: not a tfmedgan run directory") from None
+    except OSError as error:
+        raise TfmedganError(f"cannot read {path}: {error.strerror}") from None
     except json.JSONDecodeError as error:
         raise TfmedganError(f"{path} is not valid JSON: {error}") from None
 
@@ -208,7 +215,7 @@ class StyleGAN2Config(EngineConfig):
             raise TfmedganError(f"--loss must be bce or wgan-gp, got {self.loss!r}")
         if self.minibatch_std not in ("channel", "row"):
             raise TfmedganError(f"--minibatch-std must be channel or row, got {self.minibatch_std!r}")
-        if self.fade_in_base <= 0:
+        if not math.isfinite(self.fade_in_base) or self.fade_in_base <= 0:
             raise TfmedganError(f"fade_in_base must be positive, got {self.fade_in_base}")
         if self.val < 1 or self.latent < 1 or self.n_critic < 1:
             raise TfmedganError("--val, --latent and --n-critic must be positive")
@@ -235,7 +242,8 @@ class CycleGAN3DConfig(EngineConfig):
         identity_every: identity L1 update every N steps (0 = never).
         generator_updates: generator updates per discriminator update (2).
         pool_size: history of generated volumes per domain shown to the discriminators (50).
-        recompute: gradient checkpointing of the generators (not implemented yet).
+        recompute: gradient checkpointing of the generators: their activations are recomputed
+            in the backward pass instead of kept (less memory, ~1.3-1.5x the step time).
     """
 
     model: ClassVar[str] = "cyclegan3d"
@@ -283,5 +291,111 @@ class CycleGAN3DConfig(EngineConfig):
                 raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
         if self.decay_epoch < 0:
             raise TfmedganError(f"--decay-epoch must be >= 0, got {self.decay_epoch}")
-        if self.recompute:
-            raise TfmedganError("--recompute (gradient checkpointing) is not implemented yet")
+
+
+#: Loss terms of the seed-002 CycleGAN, named as the original (``G_A``: adversarial loss of the
+#: A->B generator, ``D_A``: loss of the discriminator judging domain B, ``C_A``: cycle A->B->A).
+CYCLEGAN_SR_TERMS = ("G_A", "G_B", "D_A", "D_B", "C_A", "C_B")
+
+
+def _default_sr_losses() -> dict[str, list]:
+    return {"G_A": [["bce", 10.0]], "G_B": [["bce", 10.0]], "D_A": [["bce", 1.0]], "D_B": [["bce", 1.0]],
+            "C_A": [["l1", 100.0]], "C_B": [["l1", 100.0]]}
+
+
+@dataclasses.dataclass
+class CycleGANSRConfig(EngineConfig):
+    """Seed 002 (pvilla/3DCycleGaN: microCT denoising + 2x/4x super-resolution); defaults are the
+    original ``train()`` defaults.
+
+    The original counts iterations; the engine counts epochs of ``steps_per_epoch`` steps (100, the
+    original's checkpoint / losses.json period). ``num_iters`` sets ``max_steps`` and ``epochs``
+    (``ceil(num_iters / steps_per_epoch)``).
+
+    Attributes:
+        data_a, data_b: dataset descriptions (JSON of HDF5 volumes, or a bare ``.h5``) of domain A
+            (fast / low resolution) and B (slow / high resolution).
+        net_a, net_b: U-Nets A->B and B->A (``UNetSim3d``, ``UNetSim3dSRx2``/``SRd2``, ``SRx4``/``SRd4``).
+        super_resolution: size factor B / A (1, 2 or 4); B patch = factor x A patch.
+        patch: A patch (depth, height, width) = the original ``imsize_A``.
+        num_filters: U-Net ``num_filters`` (32). d_filters, d_layers: PatchGAN ndf / n_layers (64, 3).
+        num_iters: training iterations (original default 1e6, i.e. until stopped).
+        steps_per_epoch: steps between checkpoints, cycle plots and HP checks (100).
+        lr_g, lr_d, beta_1, beta_2: Adam of the generator pair and of the discriminator pair.
+        clip_max: joint gradient-norm clip of both generators (0 = off).
+        losses: per term a list of ``[function, weight]`` (functions: bce, mse for adversarial
+            terms; l1, mse for cycle terms); all weights are rescaled to sum to ``lambda_total``.
+        lambda_total: sum of all loss weights after rescaling (200).
+        kickstart: for the first ``kickstart_steps`` steps, with probability
+            ``kickstart_probability``, reconstruct from nearest-resampled real volumes instead of
+            the fakes (prevents intensity inversions when both domains have similar intensities).
+        hp_optimizer: the original's experimental HP optimizer (checks every ``steps_per_epoch``
+            steps after step 250; on failure re-weight, change learning rates, roll back ~200 steps).
+        validate_every: validation every N epochs (0 = never); validate_batches: batches per validation.
+        check_finite: scan every ROI for NaN / inf before training (one streaming pass).
+        use_batch_statistics: standard BatchNorm in the discriminators instead of the original's
+            eval-mode BatchNorm (fixed statistics).
+    """
+
+    model: ClassVar[str] = "cyclegan-sr"
+    data_a: str = ""
+    data_b: str = ""
+    net_a: str = "UNetSim3d"
+    net_b: str = "UNetSim3d"
+    super_resolution: int = 1
+    patch: list[int] = dataclasses.field(default_factory=lambda: [128, 128, 128])
+    num_filters: int = 32
+    d_filters: int = 64
+    d_layers: int = 3
+    num_iters: int = 1_000_000
+    steps_per_epoch: int = 100
+    batch: int = 4
+    lr_g: float = 2e-4
+    lr_d: float = 1e-4
+    beta_1: float = 0.5
+    beta_2: float = 0.999
+    clip_max: float = 1.0
+    losses: dict[str, Any] = dataclasses.field(default_factory=_default_sr_losses)
+    lambda_total: float = 200.0
+    kickstart: bool = False
+    kickstart_steps: int = 150
+    kickstart_probability: float = 0.7
+    hp_optimizer: bool = False
+    validate_every: int = 10
+    validate_batches: int = 8
+    check_finite: bool = True
+    use_batch_statistics: bool = False
+    keep_checkpoints: int = 3
+    epochs: int = 10_000
+
+    def validate(self) -> None:
+        super().validate()
+        from tfmedgan.networks.unet3d import check_pair
+
+        if len(self.patch) != 3:
+            raise TfmedganError(f"--patch needs three sizes (depth height width), got {self.patch}")
+        check_pair(self.net_a, self.net_b, self.super_resolution, [int(p) for p in self.patch])
+        from tfmedgan.networks.patchgan_bn import patchgan_bn_output_shape
+
+        patch_b = [int(p) * self.super_resolution for p in self.patch]
+        try:
+            patchgan_bn_output_shape(self.patch, self.d_layers)
+            patchgan_bn_output_shape(patch_b, self.d_layers)
+        except TfmedganError:
+            raise TfmedganError(
+                f"--patch {list(self.patch)} (B patch {patch_b}) is too small for the {self.d_layers}-layer "
+                f"discriminator: every side must be at least {3 * 2 ** self.d_layers}"
+            ) from None
+        for field in ("num_filters", "d_filters", "num_iters", "steps_per_epoch", "validate_batches"):
+            if getattr(self, field) < 1:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be at least 1, got {getattr(self, field)}")
+        for field in ("lr_g", "lr_d", "clip_max", "kickstart_steps", "validate_every"):
+            if getattr(self, field) < 0:
+                raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
+        if not 0.0 <= self.kickstart_probability <= 1.0:
+            raise TfmedganError(f"--kickstart-probability must be in [0, 1], got {self.kickstart_probability}")
+        if not self.lambda_total > 0:
+            raise TfmedganError(f"lambda_total must be positive, got {self.lambda_total}")
+        from tfmedgan.models.cyclegan_sr import parse_loss_spec
+
+        parse_loss_spec(self.losses)

@@ -42,12 +42,16 @@ def test_run_directory_contents(png_folder, tmp_path):
 
 
 def test_interrupted_and_resumed_run_repeats_the_uninterrupted_losses(png_folder, tmp_path):
-    """Crash after step 8 (last checkpoint at step 5, mid-epoch), resume: same losses and weights."""
-    reference, _ = launch(DCGANRecipe(tiny(png_folder, tmp_path, name="ref", checkpoint_steps=5)), progress=False)
-    config = tiny(png_folder, tmp_path, name="cut", checkpoint_steps=5)
+    """22 images, batch 4: 6 steps per epoch, the last one partial. Crash after step 5 with the last
+    checkpoint at step 4 (mid-epoch), resume: the same losses and weights as without the crash."""
+    for extra in sorted(png_folder.rglob("*.png"))[:2]:
+        extra.unlink()
+    reference, _ = launch(DCGANRecipe(tiny(png_folder, tmp_path, name="ref", checkpoint_steps=4)), progress=False)
+    config = tiny(png_folder, tmp_path, name="cut", checkpoint_steps=4)
     with pytest.raises(Interrupted):
-        launch(DCGANRecipe(config), progress=False, stop_after_steps=8)
-    resumed_config = tiny(png_folder, tmp_path, name="cut", checkpoint_steps=5)
+        launch(DCGANRecipe(config), progress=False, stop_after_steps=5)
+    assert [p.name for p in (tmp_path / "runs" / "cut" / "checkpoints").iterdir()] == ["ckpt-000000004.npz"]
+    resumed_config = tiny(png_folder, tmp_path, name="cut", checkpoint_steps=4)
     resumed, summary = launch(DCGANRecipe(resumed_config), resume=str(tmp_path / "runs" / "cut"), progress=False)
     assert summary["steps"] == 12
     expected, got = read_losses(reference), read_losses(resumed)
@@ -148,3 +152,58 @@ def test_full_run_under_mirrored_strategy(png_folder, tmp_path):
     assert summary["steps"] == 6
     assert all(np.isfinite(r[1]) for r in read_losses(run_dir))
     assert (run_dir.models / "generator.keras").exists()
+
+
+def test_max_steps_at_an_epoch_end_leaves_a_checkpoint_to_resume_from(png_folder, tmp_path):
+    config = tiny(png_folder, tmp_path, epochs=4, checkpoint=2, max_steps=6, name="short")
+    run_dir, summary = launch(DCGANRecipe(config), progress=False)
+    assert summary["steps"] == 6
+    assert [p.name for p in run_dir.checkpoints.iterdir()] == ["ckpt-000000006.npz"]
+    longer = tiny(png_folder, tmp_path, epochs=4, checkpoint=2, max_steps=12, name="short")
+    _, summary = launch(DCGANRecipe(longer), resume=str(run_dir.path), progress=False)
+    assert summary["steps"] == 12
+    assert [r[0] for r in read_losses(run_dir)] == list(range(1, 13))
+
+
+def test_float16_loss_scaling_path(png_folder, tmp_path):
+    """The GPU float16 path, run on CPU on purpose: loss-scaled steps update the weights and the
+    loss scale is part of the checkpointed optimizer state."""
+    import keras
+
+    from tfmedgan.engine.precision import set_precision
+
+    set_precision("mixed_float16", allow_float16_on_cpu=True)
+    config = tiny(png_folder, tmp_path, resolution=8, precision="mixed_float16", name="fp16")
+    recipe = DCGANRecipe(config)
+    recipe.prepare_data()
+    trainer = Trainer(recipe, RunDirectory.create(config.output_dir, config.name), progress=False)
+    assert isinstance(recipe.optimizers["generator"], keras.optimizers.LossScaleOptimizer)
+    before = [v.numpy().copy() for v in recipe.networks["generator"].trainable_variables]
+    batch = tf.random.uniform((4, 8, 8, 1), -1, 1)
+    for step in range(2):
+        losses = trainer.train_step(batch, step)
+    assert all(np.isfinite(v) for v in losses.values())
+    after = recipe.networks["generator"].trainable_variables
+    assert any(np.abs(a.numpy() - b).max() > 0 for a, b in zip(after, before))
+    state = [v.path for v in trainer.variable_groups()["optimizer.generator"]]
+    assert any("scale" in path for path in state), state
+
+
+def test_non_finite_loss_stops_training_with_a_clear_message(png_folder, tmp_path, monkeypatch):
+    original = Trainer.train_step
+
+    def diverging(self, batch, step):
+        losses = original(self, batch, step)
+        return {**losses, "d_loss": float("nan")} if step == 2 else losses
+
+    monkeypatch.setattr(Trainer, "train_step", diverging)
+    with pytest.raises(TfmedganError, match="diverged at step 3"):
+        launch(DCGANRecipe(tiny(png_folder, tmp_path, epochs=1)), progress=False)
+
+
+def test_neptune_error_leaves_no_run_directory(png_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("NEPTUNE_MODE", "async")
+    monkeypatch.delenv("NEPTUNE_API_TOKEN", raising=False)
+    with pytest.raises(TfmedganError, match="NEPTUNE_API_TOKEN"):
+        launch(DCGANRecipe(tiny(png_folder, tmp_path, neptune=True)), progress=False)
+    assert not (tmp_path / "runs").exists()

@@ -39,6 +39,18 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     raise TfmedganError(f"unknown strategy {name!r}")
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run's files: always on one machine; under multi-worker
+    training the ``chief`` task, or worker 0 when the cluster has no chief."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    cluster = resolver.cluster_spec().as_dict()
+    if "chief" in cluster:
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and int(resolver.task_id) == 0
+
+
 def replica_slice(global_tensor: tf.Tensor) -> tf.Tensor:
     """This replica's share of a tensor built for the global batch (first axis).
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from typing import Any
 
 import keras
 
-from tfmedgan.engine.distribute import make_strategy
+from tfmedgan.engine.checkpoint import list_checkpoints
+from tfmedgan.engine.distribute import is_chief, make_strategy
+from tfmedgan.engine.logging import check_neptune_settings
 from tfmedgan.engine.precision import set_precision
 from tfmedgan.engine.rundir import RunDirectory
 from tfmedgan.engine.trainer import Trainer
@@ -31,6 +35,7 @@ def launch(
     resume: str | None = None,
     progress: bool = True,
     stop_after_steps: int | None = None,
+    trainer_class: type[Trainer] = Trainer,
 ) -> tuple[RunDirectory, dict[str, Any]]:
     """Validate, check the data, create (or reopen) the run directory and train.
 
@@ -42,16 +47,33 @@ def launch(
     set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)
+    if config.neptune:
+        check_neptune_settings()
     recipe.prepare_data(strategy.num_replicas_in_sync)
-    if resume:
+    chief = is_chief(strategy)
+    if not chief:
+        # Other workers of a multi-worker run compute in lockstep but write into a scratch folder;
+        # they restore from the chief's (shared) run directory when resuming.
+        config.neptune = False
+        scratch = tempfile.mkdtemp(prefix="tfmedgan-worker-")
+        run_dir = RunDirectory.create(scratch, config.name or config.model)
+        if resume:
+            for checkpoint in list_checkpoints(RunDirectory.open(resume).checkpoints)[-1:]:
+                shutil.copy2(checkpoint, run_dir.checkpoints / checkpoint.name)
+    elif resume:
         run_dir = RunDirectory.open(resume)
         config.to_json(run_dir.config_path)  # records overrides such as a longer --epochs
     else:
         run_dir = RunDirectory.create(config.output_dir, config.name or RunDirectory.default_name(config.model))
         config.name = run_dir.path.name
         config.to_json(run_dir.config_path)
-    trainer = Trainer(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress)
-    summary = trainer.fit(stop_after_steps=stop_after_steps)
+    if progress and chief:
+        print(f"run directory: {run_dir.path} (stop any time; continue with --resume {run_dir.path})")
+    trainer = trainer_class(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress and chief)
+    try:
+        summary = trainer.fit(stop_after_steps=stop_after_steps)
+    finally:
+        recipe.close()
     if hasattr(recipe, "on_train_end"):
         recipe.on_train_end(run_dir)
     (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -14,6 +14,22 @@ import numpy as np
 from tfmedgan.errors import TfmedganError
 
 
+def check_neptune_settings() -> str:
+    """Raise TfmedganError when Neptune logging cannot start; return the mode. Cheap: call it
+    before creating the run directory so a missing token does not leave an empty run behind."""
+    mode = os.environ.get("NEPTUNE_MODE", "async")
+    if mode not in ("offline", "debug", "read-only") and not os.environ.get("NEPTUNE_API_TOKEN"):
+        raise TfmedganError(
+            "-n/--neptune needs NEPTUNE_API_TOKEN and NEPTUNE_PROJECT in the environment "
+            "(or NEPTUNE_MODE=offline to log locally and sync later)"
+        )
+    import importlib.util
+
+    if importlib.util.find_spec("neptune") is None:
+        raise TfmedganError("-n/--neptune needs the neptune package: pip install neptune")
+    return mode
+
+
 class NeptuneLogger:
     """Thin wrapper around a ``neptune`` run; all methods are no-ops when disabled."""
 
@@ -21,16 +37,8 @@ class NeptuneLogger:
         self.run = None
         if not enabled:
             return
-        mode = os.environ.get("NEPTUNE_MODE", "async")
-        if mode not in ("offline", "debug", "read-only") and not os.environ.get("NEPTUNE_API_TOKEN"):
-            raise TfmedganError(
-                "-n/--neptune needs NEPTUNE_API_TOKEN and NEPTUNE_PROJECT in the environment "
-                "(or NEPTUNE_MODE=offline to log locally and sync later)"
-            )
-        try:
-            import neptune
-        except ImportError:
-            raise TfmedganError("-n/--neptune needs the neptune package: pip install neptune") from None
+        mode = check_neptune_settings()
+        import neptune
         self.run = neptune.init_run(
             project=os.environ.get("NEPTUNE_PROJECT"),
             api_token=os.environ.get("NEPTUNE_API_TOKEN"),

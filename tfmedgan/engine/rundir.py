@@ -39,7 +39,10 @@ class RunDirectory:
         path = Path(output_dir) / name
         if path.exists():
             raise TfmedganError(f"run directory {path} already exists: pick another --name or use --resume {path}")
-        path.mkdir(parents=True)
+        try:
+            path.mkdir(parents=True)
+        except OSError as error:
+            raise TfmedganError(f"cannot create run directory {path}: {error.strerror}") from None
         for sub in ("samples", "checkpoints", "models"):
             (path / sub).mkdir()
         return cls(path)
@@ -49,7 +52,7 @@ class RunDirectory:
         """Open an existing run for resuming; it must hold a config.json."""
         path = Path(path)
         if not path.is_dir():
-            raise TfmedganError(f"--resume {path}: no such directory")
+            raise TfmedganError(f"--resume {path}: {'not a directory' if path.exists() else 'no such directory'}")
         if not (path / "config.json").is_file():
             raise TfmedganError(f"--resume {path}: not a tfmedgan run directory (no config.json)")
         for sub in ("samples", "checkpoints", "models"):
@@ -97,14 +100,31 @@ class RunDirectory:
     def read_losses(self) -> list[dict[str, float]]:
         if not self.losses_path.exists():
             return []
+        rows = []
         with self.losses_path.open(newline="") as stream:
-            return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(stream)]
+            for row in csv.DictReader(stream):
+                try:  # a process killed mid-write can leave a partial last line: skip it
+                    rows.append({k: float(v) for k, v in row.items() if k is not None})
+                except (TypeError, ValueError):
+                    continue
+        return rows
 
     def truncate_losses(self, last_step: int) -> None:
         """Drop rows after ``last_step`` (written after the checkpoint a resumed run restarts from)."""
         rows = [r for r in self.read_losses() if r["step"] <= last_step]
-        self.losses_path.unlink(missing_ok=True)
-        self.append_losses([{k: (int(v) if k in ("step", "epoch") else v) for k, v in r.items()} for r in rows])
+        rows = [{k: (int(v) if k in ("step", "epoch") else v) for k, v in r.items()} for r in rows]
+        temporary = self.losses_path.with_name(".tmp-losses.csv")
+        temporary.unlink(missing_ok=True)
+        if rows:
+            with temporary.open("w", newline="") as stream:
+                writer = csv.DictWriter(stream, fieldnames=list(rows[0].keys()))
+                writer.writeheader()
+                writer.writerows(rows)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.replace(temporary, self.losses_path)  # the old history stays until the new one is complete
+        else:
+            self.losses_path.unlink(missing_ok=True)
 
     def plot_losses(self) -> Path | None:
         """Redraw loss_curve.png from losses.csv (raw values and a moving average)."""
@@ -118,8 +138,8 @@ class RunDirectory:
 
         steps = np.array([r["step"] for r in rows])
         columns = [k for k in rows[0] if k not in ("step", "epoch")]
-        names = [k for k in columns if "loss" in k or "penalty" in k]
-        schedules = [k for k in columns if k not in names]  # alpha, learning rates: second axis
+        schedules = [k for k in columns if k == "alpha" or k.startswith("lr")]  # second axis
+        names = [k for k in columns if k not in schedules]
         figure, axis = plt.subplots(figsize=(8, 4.5))
         if schedules:
             other = axis.twinx()

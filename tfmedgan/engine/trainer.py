@@ -10,6 +10,7 @@ uninterrupted one exactly on CPU in float32.
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from pathlib import Path
@@ -139,14 +140,19 @@ class Trainer:
                 restored = self.restore_latest()
                 if restored is not None:
                     print(f"resumed from {restored} (epoch {self.epoch + 1}, step {self.step})")
+                else:
+                    print(f"no checkpoint in {self.run_dir.checkpoints}: starting from step 0")
             done = self._max_steps_reached()
             while self.epoch < config.epochs and not done:
                 scalars = recipe.on_epoch_begin(self.epoch)
                 for name, value in scalars.items():
                     logger.log_scalar(f"train/{name}", value, self.step)
-                dataset = recipe.dataset(self.epoch)
-                if self.step_in_epoch:
-                    dataset = dataset.skip(self.step_in_epoch)
+                if self.step_in_epoch and "skip_batches" in inspect.signature(recipe.dataset).parameters:
+                    dataset = recipe.dataset(self.epoch, skip_batches=self.step_in_epoch)  # skips before decoding
+                else:
+                    dataset = recipe.dataset(self.epoch)
+                    if self.step_in_epoch:
+                        dataset = dataset.skip(self.step_in_epoch)
                 distributed = self.strategy.experimental_distribute_dataset(dataset)
                 if self._compiled_step is None:
                     self._compiled_step = self._build_step(distributed.element_spec)
@@ -187,7 +193,7 @@ class Trainer:
                 finished_epoch = self.epoch
                 self.epoch += 1
                 self.step_in_epoch = 0
-                last = self.epoch >= config.epochs
+                last = self.epoch >= config.epochs or done  # done: --max-steps reached at an epoch end
                 if self.epoch % config.checkpoint == 0 or last:
                     self.save_checkpoint()
                     self._epoch_outputs(finished_epoch, logger)
@@ -214,8 +220,11 @@ class Trainer:
         if bad:
             self._flush_rows()
             latest = ckpt.latest_checkpoint(self.run_dir.checkpoints)
-            where = f"; continue from {latest.name} with --resume {self.run_dir.path}" if latest else ""
-            raise TfmedganError(f"training diverged at step {self.step}: {bad} is not finite{where}")
+            where = f" (last checkpoint: {latest.name})" if latest else ""
+            raise TfmedganError(
+                f"training diverged at step {self.step}: {bad} is not finite{where}; resuming would repeat it "
+                "exactly, so start a new run with a lower learning rate or another --seed"
+            )
 
     def _flush_rows(self) -> None:
         self.run_dir.append_losses(self._pending_rows)

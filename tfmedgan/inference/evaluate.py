@@ -16,10 +16,10 @@ from tfmedgan.inference.generate import generate_images, load_network
 from tfmedgan import metrics
 
 
-def _chunks(files: Sequence[Path], resolution: int, channels: int, size: int = 512) -> Iterator[np.ndarray]:
+def _chunks(files: Sequence[Path], resolution: int, channels: int, bits: int, size: int = 512) -> Iterator[np.ndarray]:
     """Training images [n, H, W] in [-1, 1] (first channel), streamed in chunks from disk."""
     for start in range(0, len(files), size):
-        yield png.load_images(files[start : start + size], resolution, channels)[..., 0]
+        yield png.load_images(files[start : start + size], resolution, channels, bits)[..., 0]
 
 
 def best_match_report(
@@ -41,16 +41,16 @@ def best_match_report(
     if not data_dirs:
         raise TfmedganError("no training folders given and none stored in the run's config")
     files = png.list_images(data_dirs)
-    png.check_images(files)
+    bits = png.check_images(files)[2]
     generator = load_network(run_dir, "generator")
     resolution, channels = generator.outputs[0].shape[1], generator.outputs[0].shape[-1]
     fakes = generate_images(generator, n, seed=seed)[..., 0]
     rows = []
     for index, fake in enumerate(fakes):
-        best, best_index, _ = metrics.best_match(fake, _chunks(files, resolution, channels))
+        best, best_index, _ = metrics.best_match(fake, _chunks(files, resolution, channels, bits))
         rows.append({"generated": index, "max_ssim": float(best), "best_index": int(best_index),
                      "best_file": str(files[best_index])})
-        _figure(fake, png.load_images([files[best_index]], resolution, channels)[0, ..., 0], best, best_index,
+        _figure(fake, png.load_images([files[best_index]], resolution, channels, bits)[0, ..., 0], best, best_index,
                 run_dir / f"ssim_match_{index:03d}.png")
     output = Path(output) if output else run_dir / "ssim.csv"
     with output.open("w", newline="") as stream:

@@ -56,8 +56,8 @@ def load_network(run_dir: str | Path, name: str = "generator") -> keras.Model:
 
 def generate_images(generator: keras.Model, n: int, seed: int = 0, batch: int = 32) -> np.ndarray:
     """``n`` images [n, H, W, C] (values as the generator makes them, ~[-1, 1]) from N(0, 1) latents."""
-    if n < 1:
-        raise TfmedganError(f"--n must be at least 1, got {n}")
+    if n < 1 or batch < 1:
+        raise TfmedganError(f"--n and --batch must be at least 1, got {n} and {batch}")
     latent_dim = generator.inputs[0].shape[-1]
     latents = tf.random.stateless_normal((n, latent_dim), seed=(seed, 11))
     chunks = [generator(latents[i : i + batch], training=False) for i in range(0, n, batch)]

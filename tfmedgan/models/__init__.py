@@ -12,6 +12,7 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "dcgan": ("tfmedgan.config:DCGANConfig", "tfmedgan.models.dcgan:DCGANRecipe"),
     "stylegan2": ("tfmedgan.config:StyleGAN2Config", "tfmedgan.models.stylegan2:StyleGAN2Recipe"),
     "cyclegan3d": ("tfmedgan.config:CycleGAN3DConfig", "tfmedgan.models.cyclegan:CycleGAN3DRecipe"),
+    "cyclegan-sr": ("tfmedgan.config:CycleGANSRConfig", "tfmedgan.models.cyclegan_sr:CycleGANSRRecipe"),
 }
 
 

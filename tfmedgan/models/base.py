@@ -77,6 +77,9 @@ class GANRecipe:
         figures); returns name -> uint8 image to log to Neptune as well."""
         return {}
 
+    def close(self) -> None:
+        """Release resources (open files, readers) when training ends or fails."""
+
     def sample_filename(self, epoch: int) -> str:
         return f"epoch_{epoch:04d}.png"
 
@@ -102,7 +105,7 @@ class SliceGANRecipe(GANRecipe):
         from tfmedgan.errors import TfmedganError
 
         self.files = png.list_images(folders)
-        png.check_images(self.files)
+        self.bits = png.check_images(self.files)[2]
         count, batch = len(self.files), self.config.batch
         if num_replicas > 1 and batch % num_replicas:
             raise TfmedganError(f"--batch {batch} is not divisible by the {num_replicas} replicas")
@@ -111,11 +114,11 @@ class SliceGANRecipe(GANRecipe):
             raise TfmedganError(f"{count} images are fewer than one batch of {batch}")
         self.steps_per_epoch = count // batch if self.drop_remainder else -(-count // batch)
 
-    def dataset(self, epoch: int) -> tf.data.Dataset:
+    def dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         from tfmedgan.data import png
 
         config = self.config
         return png.image_dataset(
             self.files, config.resolution, config.channels, config.batch, config.seed, epoch,
-            drop_remainder=self.drop_remainder,
+            drop_remainder=self.drop_remainder, bits=self.bits, skip_batches=skip_batches,
         )

@@ -35,6 +35,7 @@ from tfmedgan.config import CycleGAN3DConfig
 from tfmedgan.data import nifti as nifti_data
 from tfmedgan.engine.distribute import average_loss, global_batch_size
 from tfmedgan.engine.launch import launch
+from tfmedgan.engine.memory import checkpointed_call
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.engine.rundir import RunDirectory, save_png_atomic
 from tfmedgan.errors import TfmedganError
@@ -152,6 +153,14 @@ class CycleGANRecipe(GANRecipe):
             "discriminators": wrap_optimizer(keras.optimizers.Adam(config.lr, beta_1=config.beta_1, beta_2=config.beta_2), config.precision),
         }
 
+    def checkpoint_boundaries(self, name: str) -> list[str] | None:
+        """Layers of generator ``name`` after which ``--recompute`` cuts it into segments.
+
+        None (the default) checkpoints each generator as one piece (``tf.recompute_grad`` around
+        the whole model); see :func:`tfmedgan.engine.memory.checkpointed_call`.
+        """
+        return None
+
     def weights(self) -> dict[str, float]:
         """Loss weights: adversarial (G), discriminator, cycle, supervised, identity."""
         config = self.config
@@ -166,6 +175,7 @@ class CycleGANRecipe(GANRecipe):
     # -- networks --------------------------------------------------------------------------------
     def build(self, num_replicas: int = 1) -> None:
         self.build_networks_only()
+        self.build_generator_calls()
         self.optimizers = self.make_optimizers()
         shape = tuple(self.model_shape()) + (1,)
         self.pools = {
@@ -180,6 +190,20 @@ class CycleGANRecipe(GANRecipe):
             "discriminator_a": self.build_discriminator("discriminator_a"),
             "discriminator_b": self.build_discriminator("discriminator_b"),
         }
+
+    #: How ``--recompute`` wraps a generator (see :data:`tfmedgan.engine.memory.RECOMPUTE_MODES`).
+    recompute_mode: str = "nested"
+
+    def build_generator_calls(self) -> None:
+        """The functions the generator updates call: plain, or gradient-checkpointed with --recompute."""
+        recompute = bool(getattr(self.config, "recompute", False))
+        self.generator_calls = {}
+        for name in ("generator_a2b", "generator_b2a"):
+            model = self.networks[name]
+            if recompute:
+                self.generator_calls[name] = checkpointed_call(model, self.checkpoint_boundaries(name), self.recompute_mode)
+            else:
+                self.generator_calls[name] = lambda inputs, model=model: model(inputs, training=True)
 
     def optimizer_variables(self) -> dict[str, list]:
         n = self.networks
@@ -229,12 +253,15 @@ class CycleGANRecipe(GANRecipe):
         apply_gradients(d_opt, tape, d_scaled, d_vars)
 
         # generators, generator_updates times on the same batch
+        if not hasattr(self, "generator_calls"):
+            self.build_generator_calls()
+        a2b, b2a = self.generator_calls["generator_a2b"], self.generator_calls["generator_b2a"]
         for _ in range(int(self.config.generator_updates)):
             with tf.GradientTape() as tape:
-                fake_b = g_a2b(real_a, training=True)
-                fake_a = g_b2a(real_b, training=True)
-                rec_a = g_b2a(fake_b, training=True)
-                rec_b = g_a2b(fake_a, training=True)
+                fake_b = a2b(real_a)
+                fake_a = b2a(real_b)
+                rec_a = b2a(fake_b)
+                rec_b = a2b(fake_a)
                 adv_a = average_loss(self.adversarial_loss(d_a(fake_a, training=True), 1.0), total)
                 adv_b = average_loss(self.adversarial_loss(d_b(fake_b, training=True), 1.0), total)
                 cycle_a = average_loss(losses.l1(rec_a, real_a), total)
@@ -258,8 +285,8 @@ class CycleGANRecipe(GANRecipe):
             def identity_update() -> tf.Tensor:
                 with tf.GradientTape() as tape:
                     loss = w["identity"] * (
-                        average_loss(losses.l1(g_a2b(real_b, training=True), real_b), total)
-                        + average_loss(losses.l1(g_b2a(real_a, training=True), real_a), total)
+                        average_loss(losses.l1(a2b(real_b), real_b), total)
+                        + average_loss(losses.l1(b2a(real_a), real_a), total)
                     )
                     scaled = scale_loss(g_opt, loss)
                 apply_gradients(g_opt, tape, scaled, g_vars)
@@ -425,6 +452,19 @@ class CycleGAN3DRecipe(CycleGANRecipe):
             self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
             norm=config.norm, name=name,
         )
+
+    def checkpoint_boundaries(self, name: str) -> list[str]:
+        """Cut the ResNet generator at its block outputs below full resolution.
+
+        After every down-sampling stage, every residual block and every up-sampling stage but the
+        last: the full-resolution stem and head, whose activations are the largest, are never kept
+        between the forward and the backward pass.
+        """
+        config = self.config
+        names = [f"down{stage}_relu" for stage in range(1, config.n_downsamplings + 1)]
+        names += [f"res{block}_add" for block in range(1, config.n_residual_blocks + 1)]
+        names += [f"up{stage}_relu" for stage in range(1, config.n_downsamplings)]
+        return names
 
     def build_discriminator(self, name: str) -> keras.Model:
         config = self.config

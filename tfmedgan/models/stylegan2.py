@@ -32,7 +32,6 @@ import tensorflow as tf
 
 from tfmedgan import losses
 from tfmedgan.config import StyleGAN2Config
-from tfmedgan.data import png
 from tfmedgan.engine.distribute import average_loss, global_batch_size, replica_slice
 from tfmedgan.engine.launch import launch
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer

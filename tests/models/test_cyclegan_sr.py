@@ -1,0 +1,158 @@
+"""Seed-002 recipe: loss specification, networks, training, exact resume and the HP optimizer."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tfmedgan.config import CycleGANSRConfig
+from tfmedgan.data.phantom import write_phantom_dataset
+from tfmedgan.engine import checkpoint as ckpt
+from tfmedgan.engine.trainer import Interrupted
+from tfmedgan.errors import TfmedganError
+from tfmedgan.models import cyclegan_sr
+from tfmedgan.models.cyclegan_sr import (
+    CycleGANSRRecipe, HPOptimizer, nearest_downsample, nearest_upsample, normalize_weights, parse_loss_spec, train,
+)
+
+
+@pytest.fixture(scope="module")
+def phantom(tmp_path_factory):
+    return write_phantom_dataset(tmp_path_factory.mktemp("phantom"), shape=(96, 48, 48), super_resolution=2, seed=0)
+
+
+def tiny_config(phantom, out, **overrides):
+    values = dict(
+        data_a=str(phantom["fast_json"]), data_b=str(phantom["slow_json"]), output_dir=str(out), name="r",
+        net_a="UNetSim3dSRx2", net_b="UNetSim3dSRd2", super_resolution=2, patch=[12, 12, 12], num_filters=4,
+        d_filters=4, d_layers=2, batch=2, num_iters=20, steps_per_epoch=10, validate_every=1, validate_batches=1,
+        checkpoint_minutes=0,
+    )
+    values.update(overrides)
+    return CycleGANSRConfig(**values)
+
+
+def test_loss_spec_defaults_and_normalisation():
+    entries = parse_loss_spec({})
+    assert [e.name for e in entries] == ["G_A_bce", "G_B_bce", "D_A_bce", "D_B_bce", "C_A_l1", "C_B_l1"]
+    weights = normalize_weights([e.weight for e in entries])
+    np.testing.assert_allclose(weights, [9.009009, 9.009009, 0.9009009, 0.9009009, 90.09009, 90.09009], rtol=1e-6)
+    assert weights.sum() == pytest.approx(200.0)
+    custom = parse_loss_spec('{"C_A": [["l1", 50], ["mse", 5]], "G_B": 3, "D_B": []}')
+    assert [(e.name, e.weight) for e in custom if e.term in ("C_A", "G_B", "D_B")] == [
+        ("G_B_bce", 3.0), ("C_A_l1", 50.0), ("C_A_mse", 5.0)]
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"X_A": [["bce", 1]]}, "unknown loss term"),
+    ({"C_A": [["bce", 1]]}, "unknown function"),
+    ({"G_A": [["bce", -1]]}, "must be a finite number >= 0"),
+    ({"G_A": [["bce", 1], ["bce", 2]]}, "twice"),
+    ("{not json", "neither a JSON file nor valid JSON"),
+])
+def test_loss_spec_errors(spec, message):
+    with pytest.raises(TfmedganError, match=message):
+        parse_loss_spec(spec)
+
+
+@pytest.mark.parametrize("net_a, net_b, factor, counts", [
+    ("UNetSim3d", "UNetSim3d", 1, (707_137, 707_137)),
+    ("UNetSim3dSRx2", "UNetSim3dSRd2", 2, (1_011_361, 3_721_281)),
+    ("UNetSim3dSRx4", "UNetSim3dSRd4", 4, (1_149_697, 3_721_281)),
+])
+def test_parameter_counts_of_the_original(net_a, net_b, factor, counts):
+    recipe = CycleGANSRRecipe(CycleGANSRConfig(net_a=net_a, net_b=net_b, super_resolution=factor, patch=[64, 64, 64]))
+    recipe.build_networks_only()
+    assert recipe.parameter_counts() == {
+        "generator_a2b": counts[0], "generator_b2a": counts[1],
+        "discriminator_a": 11_050_561, "discriminator_b": 11_050_561}
+
+
+def test_iteration_schedule_and_nearest_resampling():
+    config = CycleGANSRConfig(num_iters=250, steps_per_epoch=100)
+    CycleGANSRRecipe(config)
+    assert (config.max_steps, config.epochs) == (250, 3)
+    volume = np.arange(2 * 4 * 4 * 4, dtype=np.float32).reshape(2, 4, 4, 4, 1)
+    up = np.asarray(nearest_upsample(volume, 2))
+    assert up.shape == (2, 8, 8, 8, 1) and up[1, 5, 2, 7, 0] == volume[1, 2, 1, 3, 0]
+    np.testing.assert_array_equal(np.asarray(nearest_downsample(up, 2)), volume)
+
+
+def test_training_outputs_losses_fall_and_resume_is_exact(phantom, tmp_path):
+    config = tiny_config(phantom, tmp_path / "full", num_iters=30, kickstart=True, kickstart_steps=10, lr_g=5e-3)
+    run, summary = train(config, progress=False)
+    assert summary["steps"] == 30
+    rows = run.read_losses()
+    assert [r["step"] for r in rows] == list(range(1, 31))
+    for term in ("D_A", "D_B"):  # truth tables: fractions of the judged voxels
+        total = [sum(r[f"tt_{term}_{k}"] for k in ("tp", "tn", "fp", "fn")) for r in rows]
+        np.testing.assert_allclose(total, 1.0, atol=1e-5)
+    assert {r["kickstart"] for r in rows[:10]} == {0.0, 1.0} and {r["kickstart"] for r in rows[10:]} == {0.0}
+    assert rows[0]["w_C_A_l1"] == pytest.approx(90.09009, rel=1e-5) and rows[0]["lr_g"] == pytest.approx(5e-3) and rows[0]["lr_d"] == pytest.approx(1e-4)
+    cycle = np.array([r["loss_C_A_l1"] + r["loss_C_B_l1"] for r in rows])
+    assert cycle[-5:].mean() < 0.8 * cycle[:5].mean(), cycle
+    samples = sorted(p.name for p in run.samples.iterdir())
+    assert samples == ["cycle_plot_step0000010.png", "cycle_plot_step0000020.png", "cycle_plot_step0000030.png"]
+    validation = (run.path / "validation.csv").read_text().splitlines()
+    assert validation[0].startswith("step,cycle_a_l1") and len(validation) == 4
+    assert sorted(p.name for p in run.models.iterdir()) == [
+        "discriminator_a.keras", "discriminator_b.keras", "generator_a2b.keras", "generator_b2a.keras"]
+    assert len(ckpt.list_checkpoints(run.checkpoints)) == 3  # keep_checkpoints
+
+    # interrupted after 17 steps, resumed from the step-10 checkpoint: same result
+    config2 = tiny_config(phantom, tmp_path / "split", num_iters=30, kickstart=True, kickstart_steps=10, lr_g=5e-3)
+    with pytest.raises(Interrupted):
+        train(config2, progress=False, stop_after_steps=17)
+    config3 = tiny_config(phantom, tmp_path / "split", num_iters=30, kickstart=True, kickstart_steps=10, lr_g=5e-3)
+    resumed, _ = train(config3, run_dir=str(tmp_path / "split" / "r"), progress=False)
+    again = resumed.read_losses()
+    assert [r["step"] for r in again] == list(range(1, 31))
+    for key in ("loss_C_A_l1", "loss_G_B_bce", "loss_D_A_bce"):
+        np.testing.assert_allclose([r[key] for r in again], [r[key] for r in rows], rtol=1e-6, atol=1e-7)
+    final = ckpt.latest_checkpoint(run.checkpoints)
+    other = ckpt.latest_checkpoint(resumed.checkpoints)
+    with np.load(final) as a, np.load(other) as b:
+        assert a.files == b.files
+        for key in a.files:
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_hp_tests_on_synthetic_histories():
+    flat = np.full(300, 1.0)
+    assert HPOptimizer.loss_test({"loss_G_A_bce": flat}) == 0.0
+    rising = np.concatenate([np.full(200, 1.0), np.full(100, 2.0)])
+    assert HPOptimizer.loss_test({"loss_G_A_bce": rising}) == pytest.approx(1.0)  # m1 / m0 - 1
+    exploding = flat.copy()
+    exploding[-50:-30] = 100.0  # R = 100 > 4 m0; m1 = 20.8 > m0 = 1; m1 > 20
+    assert HPOptimizer.loss_test({"loss_G_A_bce": exploding}) == pytest.approx(100 / 3 - 1 + 20.8 - 1 + 20)
+    drifting = np.concatenate([np.full(200, 0.2), np.full(100, 1.0)])
+    assert HPOptimizer.cycle_test({"loss_C_A_l1": drifting}) == 20
+    assert HPOptimizer.cycle_test({"loss_C_A_l1": np.full(300, 0.2), "loss_G_A_bce": drifting}) == 0
+
+
+def test_hp_optimizer_rolls_back_once_and_applies_new_rates(phantom, tmp_path, monkeypatch):
+    monkeypatch.setattr(cyclegan_sr, "HP_START_STEP", 25)
+    calls = []
+    original = HPOptimizer.flip_test
+
+    def flip_once(self):
+        value, details = original(self)
+        calls.append(value)
+        return (20.0 if len(calls) == 1 else 0.0), details
+
+    monkeypatch.setattr(HPOptimizer, "flip_test", flip_once)
+    config = tiny_config(phantom, tmp_path, num_iters=50, hp_optimizer=True, validate_every=0)
+    run, summary = train(config, progress=False)
+    assert summary["steps"] == 50 and config.keep_checkpoints == 5
+    reports = [json.loads(line) for line in (run.path / "hp_optimizer.jsonl").read_text().splitlines()]
+    # check at 30 fails (max step 29 -> target round(9) = 10), then 30, 40 pass after the roll-back
+    assert [(r["step"], r["rollback_to"]) for r in reports] == [(30, 10), (30, None), (40, None)]
+    assert reports[0]["failcondition"] >= 20
+    rows = run.read_losses()
+    assert [r["step"] for r in rows] == list(range(1, 51))  # history truncated at the roll-back
+    changed = rows[10]  # step 11, after the roll-back: new weights and learning rates in effect
+    assert changed["w_C_A_l1"] != pytest.approx(rows[0]["w_C_A_l1"])
+    assert changed["lr_g"] == pytest.approx(reports[0]["lrs"]["generators"], rel=1e-5)
+    assert sum(changed[k] for k in changed if k.startswith("w_")) == pytest.approx(200.0, rel=1e-5)
+    steps = [int(p.name[5:14]) for p in ckpt.list_checkpoints(run.checkpoints)]
+    assert steps == [10, 20, 30, 40, 50]

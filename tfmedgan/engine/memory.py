@@ -1,0 +1,225 @@
+"""Memory tools: gradient checkpointing of Keras functional models, and peak-RSS measurement.
+
+Gradient checkpointing (``--recompute``) trades compute for memory: instead of keeping every
+activation of a network for the backward pass, only the tensors at a few *boundaries* are kept and
+each segment between two boundaries is run again during the backward pass
+(``tf.recompute_grad``). :func:`checkpointed_call` wraps a functional model that way.
+
+Measured on the seed-000 generator (TF 2.21, CPU, inside ``tf.function``; see
+``bench/bench_cyclegan3d.py``): wrapping the whole model in one ``tf.recompute_grad`` already
+removes its activations from the forward pass, but the backward pass of the model then holds all
+of them at once; cutting the model into segments at its low-resolution block outputs, inside the
+whole-model wrapper (``mode="nested"``), keeps only one segment's activations alive at a time.
+
+Example:
+    >>> generator = build_resnet_generator((16, 16, 16, 1), base_filters=4)  # doctest: +SKIP
+    >>> forward = checkpointed_call(generator, ["down1_relu", "res1_add"])     # doctest: +SKIP
+    >>> with tf.GradientTape() as tape:                                         # doctest: +SKIP
+    ...     loss = tf.reduce_mean(forward(volumes))
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Sequence
+
+import keras
+import tensorflow as tf
+
+from tfmedgan.errors import TfmedganError
+
+RECOMPUTE_MODES = ("model", "segments", "nested")
+
+
+# -- segments --------------------------------------------------------------------------------------
+def _single_input_output(model: keras.Model) -> None:
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        raise TfmedganError(f"gradient checkpointing needs a model with one input and one output, {model.name} has "
+                            f"{len(model.inputs)} and {len(model.outputs)}")
+
+
+def _model_nodes(model: keras.Model) -> list:
+    """The model's own layer calls in execution order (input nodes excluded)."""
+    _single_input_output(model)
+    nodes_by_depth = getattr(model, "_nodes_by_depth", None)
+    if nodes_by_depth is None:
+        raise TfmedganError(f"{model.name} is not a functional model; gradient checkpointing cannot cut it")
+    ordered = []
+    for depth in sorted(nodes_by_depth, reverse=True):
+        ordered += [node for node in nodes_by_depth[depth] if node.operation is not None and not node.is_input]
+    names = [node.operation.name for node in ordered]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise TfmedganError(f"{model.name} calls {', '.join(repeated)} more than once; gradient checkpointing "
+                            "needs every layer called once")
+    return ordered
+
+
+def articulation_layers(model: keras.Model) -> list[str]:
+    """Names of the layers whose output is the only tensor alive at that point of the model.
+
+    A functional model can be cut after such a layer: everything later depends on the earlier
+    layers only through its output (e.g. the output of a residual block, not the tensors inside
+    it, which the shortcut bypasses).
+
+    Args:
+        model: A functional Keras model with one input and one output, each layer called once.
+
+    Returns:
+        Layer names in execution order (the last layer included).
+    """
+    nodes = _model_nodes(model)
+    made = {id(model.inputs[0]): -1}
+    last_use = {id(model.inputs[0]): -1}
+    for index, node in enumerate(nodes):
+        for tensor in node.input_tensors:
+            last_use[id(tensor)] = max(last_use.get(id(tensor), -1), index)
+        for tensor in node.outputs:
+            made[id(tensor)] = index
+    last_use[id(model.outputs[0])] = len(nodes)
+    names = []
+    for index, node in enumerate(nodes):
+        alive = {key for key, when in made.items() if when <= index and last_use.get(key, when) > index}
+        if len(node.outputs) == 1 and alive == {id(node.outputs[0])}:
+            names.append(node.operation.name)
+    return names
+
+
+def split_model(model: keras.Model, boundaries: Sequence[str]) -> list[keras.Model]:
+    """Cut a functional model after the named layers into consecutive sub-models sharing its layers.
+
+    Args:
+        model: Functional model with one input and one output.
+        boundaries: Names of articulation layers (see :func:`articulation_layers`).
+
+    Returns:
+        Sub-models whose composition equals ``model`` (same weights, no copies).
+
+    Raises:
+        TfmedganError: A name is not a layer of the model or not a valid cut point.
+    """
+    allowed = articulation_layers(model)
+    order = {name: index for index, name in enumerate(allowed)}
+    for name in boundaries:
+        if name not in order:
+            raise TfmedganError(f"{model.name}: cannot cut after {name!r}; valid cut points: {', '.join(allowed)}")
+    outputs = {node.operation.name: node.outputs[0] for node in _model_nodes(model)}
+    cuts = [outputs[name] for name in sorted(set(boundaries), key=order.get) if name != allowed[-1]]
+    points = [model.inputs[0], *cuts, model.outputs[0]]
+    return [keras.Model(start, end, name=f"{model.name}_segment{index}")
+            for index, (start, end) in enumerate(zip(points[:-1], points[1:]))]
+
+
+def _call(model: keras.Model, training: bool) -> Callable[[tf.Tensor], tf.Tensor]:
+    def forward(inputs: tf.Tensor) -> tf.Tensor:
+        return model(inputs, training=training)
+
+    return forward
+
+
+def checkpointed_call(
+    model: keras.Model,
+    boundaries: Sequence[str] | None = None,
+    mode: str = "nested",
+    training: bool = True,
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A function computing ``model(x, training)`` whose backward pass recomputes activations.
+
+    Args:
+        model: Functional model with one input and one output.
+        boundaries: Layers after which the model is cut (see :func:`split_model`); None or empty
+            = no segments (``mode`` then behaves as ``"model"``).
+        mode: ``"model"``: one ``tf.recompute_grad`` around the whole model (keeps nothing of its
+            forward pass; its backward pass holds all activations at once). ``"segments"``: one
+            per segment (keeps the boundary tensors). ``"nested"``: segments inside a whole-model
+            wrapper (keeps nothing; the backward pass holds the boundary tensors of this one model
+            and one segment's activations; the segments run three times in all).
+        training: The ``training`` flag passed to the layers.
+
+    Returns:
+        ``forward(inputs) -> outputs``; values and gradients equal the plain call's.
+    """
+    if mode not in RECOMPUTE_MODES:
+        raise TfmedganError(f"recompute mode must be one of {RECOMPUTE_MODES}, got {mode!r}")
+    _single_input_output(model)
+    if not boundaries or mode == "model":
+        return tf.recompute_grad(_call(model, training))
+    segments = [tf.recompute_grad(_call(segment, training)) for segment in split_model(model, boundaries)]
+
+    def through_segments(inputs: tf.Tensor) -> tf.Tensor:
+        for segment in segments:
+            inputs = segment(inputs)
+        return inputs
+
+    if mode == "segments":
+        return through_segments
+    return tf.recompute_grad(through_segments)
+
+
+def _zero_after(tensor: tf.Tensor) -> tf.Tensor:
+    """A float32 scalar 0 that can only be computed once ``tensor`` exists (a data dependency that
+    graph optimisers keep, as ``tf.recompute_grad`` itself does; NaN-safe)."""
+    element = tf.reduce_max(tf.reshape(tensor, [-1])[:1])
+    element = tf.cast(element, tf.bool)
+    return tf.where(tf.equal(element, element), 0.0, float("nan"))
+
+
+@tf.custom_gradient
+def after(inputs: tf.Tensor, previous: tf.Tensor):
+    """``inputs`` unchanged, computed after ``previous``; in the backward pass, the gradient of
+    ``previous`` is held back until the gradient of ``inputs`` is complete.
+
+    With gradient checkpointing, TensorFlow would otherwise recompute the networks whose output
+    gradients are ready at the same time in parallel, holding several networks' activations at
+    once. Feeding each recomputed network ``after(its_input, output_of_the_previous_network)``
+    makes the backward pass go through the networks one at a time, in reverse order.
+
+    Args:
+        inputs: Input of the next network call.
+        previous: Output of the previous network call.
+
+    Returns:
+        ``inputs`` (values and gradient unchanged).
+    """
+    with tf.control_dependencies([previous]):
+        outputs = tf.identity(inputs)
+
+    def gradient(upstream):
+        held = tf.zeros_like(previous) + tf.cast(_zero_after(upstream), previous.dtype)
+        return upstream, held
+
+    return outputs, gradient
+
+
+# -- measurement -----------------------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as stream:
+        match = re.search(rf"^{field}:\s+(\d+) kB", stream.read(), re.MULTILINE)
+    if match is None:
+        raise TfmedganError(f"/proc/self/status has no {field} (Linux only)")
+    return int(match.group(1))
+
+
+def current_rss_bytes() -> int:
+    """Resident set size of this process now (Linux ``VmRSS``)."""
+    return 1024 * _status_kib("VmRSS")
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process since start or the last :func:`reset_peak_rss`
+    (Linux ``VmHWM``)."""
+    return 1024 * _status_kib("VmHWM")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the peak RSS to the current RSS (Linux >= 4.0: ``5`` to ``/proc/self/clear_refs``).
+
+    Returns:
+        True on success, False where the kernel does not allow it.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as stream:
+            stream.write("5")
+    except OSError:
+        return False
+    return True
