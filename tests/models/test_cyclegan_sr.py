@@ -12,7 +12,8 @@ from tfmedgan.engine.trainer import Interrupted
 from tfmedgan.errors import TfmedganError
 from tfmedgan.models import cyclegan_sr
 from tfmedgan.models.cyclegan_sr import (
-    CycleGANSRRecipe, HPOptimizer, nearest_downsample, nearest_upsample, normalize_weights, parse_loss_spec, train,
+    CycleGANSRRecipe, HPOptimizer, adversarial_function, nearest_downsample, nearest_upsample, normalize_weights,
+    parse_loss_spec, train,
 )
 
 
@@ -66,6 +67,33 @@ def test_parameter_counts_of_the_original(net_a, net_b, factor, counts):
     assert recipe.parameter_counts() == {
         "generator_a2b": counts[0], "generator_b2a": counts[1],
         "discriminator_a": 11_050_561, "discriminator_b": 11_050_561}
+
+
+def test_bce_matches_pytorch_and_does_not_saturate_early():
+    """Regression: BCE used to clip p to [1e-7, 1 - 1e-7], which zeroed the generator's adversarial
+    gradient beyond logit -16.1 (G BCE stuck at 16.12 once the discriminators won)."""
+    import tensorflow as tf
+
+    logits = tf.constant([[-40.0, -20.0, -5.0, 0.0, 5.0]])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(logits)
+        probabilities = tf.sigmoid(logits)
+        real, fake = adversarial_function("bce", probabilities, 1.0), adversarial_function("bce", probabilities, 0.0)
+    p = 1.0 / (1.0 + np.exp(-np.array([-40.0, -20.0, -5.0, 0.0, 5.0])))
+    expected_real = -np.maximum(np.log(p), -100.0)
+    np.testing.assert_allclose(real.numpy(), [expected_real.mean()], rtol=1e-5)
+    np.testing.assert_allclose(fake.numpy(), [-np.log1p(-p).mean()], rtol=1e-4)
+    # PyTorch gradient (p - y) / max(p (1 - p), 1e-12) times sigmoid': logit gradient p - y down to p ~ 1e-12
+    gradient = tape.gradient(real, logits).numpy()[0] * 5
+    np.testing.assert_allclose(gradient[1:], p[1:] - 1.0, rtol=1e-4, atol=1e-6)
+    assert gradient[1] == pytest.approx(-1.0, rel=1e-4)  # logit -20: was exactly 0 with the 1e-7 clip
+    assert abs(gradient[0]) < 1e-4  # logit -40: p < 1e-12, PyTorch's epsilon takes over
+    extremes = tf.constant([[0.0, 1.0]])  # log clamped at -100, finite gradients
+    with tf.GradientTape() as tape:
+        tape.watch(extremes)
+        loss = adversarial_function("bce", extremes, 1.0)
+    assert loss.numpy()[0] == pytest.approx(50.0)
+    assert np.isfinite(tape.gradient(loss, extremes).numpy()).all()
 
 
 def test_iteration_schedule_and_nearest_resampling():
