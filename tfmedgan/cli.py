@@ -397,6 +397,9 @@ def _cyclegan_sr_parser(subparsers) -> None:
     add_option(parser, C, ["--kickstart-steps"], "kickstart_steps", "steps of the kickstart phase")
     add_option(parser, C, ["--hp-optimizer"], "hp_optimizer", "the original's experimental HP optimizer (checks, re-weighting, roll-back)")
     add_option(parser, C, ["--num-filters"], "num_filters", "U-Net num_filters")
+    add_option(parser, C, ["--initializer"], "initializer",
+               "U-Net weight init: normal = N(0, 0.02) as the original, torch_default = PyTorch's default (faster start)",
+               choices=("normal", "torch_default"))
     add_option(parser, C, ["--d-filters"], "d_filters", "PatchGAN filters of the first convolution")
     add_option(parser, C, ["--d-layers"], "d_layers", "PatchGAN stride-2 layers")
     add_option(parser, C, ["--batch-statistics"], "use_batch_statistics",

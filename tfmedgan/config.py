@@ -345,6 +345,7 @@ class CycleGANSRConfig(EngineConfig):
     super_resolution: int = 1
     patch: list[int] = dataclasses.field(default_factory=lambda: [128, 128, 128])
     num_filters: int = 32
+    initializer: str = "normal"
     d_filters: int = 64
     d_layers: int = 3
     num_iters: int = 1_000_000
@@ -370,6 +371,8 @@ class CycleGANSRConfig(EngineConfig):
 
     def validate(self) -> None:
         super().validate()
+        if self.initializer not in ("normal", "torch_default"):
+            raise TfmedganError(f"--initializer must be normal or torch_default, got {self.initializer!r}")
         from tfmedgan.networks.unet3d import check_pair
 
         if len(self.patch) != 3:

@@ -324,7 +324,7 @@ class CycleGANSRRecipe(CycleGANRecipe):
 
         config = self.config
         net = config.net_a if name == "generator_a2b" else config.net_b
-        model = build_unet(net, num_filters=config.num_filters)
+        model = build_unet(net, num_filters=config.num_filters, initializer=config.initializer)
         return keras.Model(model.input, model.output, name=name)
 
     def build_discriminator(self, name: str) -> keras.Model:
