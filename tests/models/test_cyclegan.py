@@ -111,3 +111,115 @@ def test_training_lowers_the_cycle_loss_and_resume_is_exact(tmp_path):
         b = keras.models.load_model(resumed.models / f"{name}.keras")
         for va, vb in zip(a.variables, b.variables):
             np.testing.assert_allclose(va.numpy(), vb.numpy(), atol=1e-5)
+
+
+# -- gradient checkpointing (--recompute) and the memory estimate ---------------------------------
+class _SGDRecipe(CycleGAN3DRecipe):
+    """Plain SGD with learning rate 1: the weight change of a step is minus the sum of its gradients."""
+
+    def make_optimizers(self):
+        return {"generators": keras.optimizers.SGD(1.0), "discriminators": keras.optimizers.SGD(1.0)}
+
+
+def _one_step(config, initial=None):
+    keras.utils.set_random_seed(3)
+    recipe = _SGDRecipe(config)
+    recipe.build()
+    for name, variables in recipe.optimizer_variables().items():
+        recipe.optimizers[name].build(variables)
+    if initial is not None:
+        for name, values in initial.items():
+            recipe.networks[name].set_weights(values)
+    before = {name: model.get_weights() for name, model in recipe.networks.items()}
+    rng = np.random.default_rng(0)
+    batch = tuple(tf.constant(rng.uniform(-1, 1, (1, 16, 16, 16, 1)).astype("float32")) for _ in range(2))
+    losses = tf.function(recipe.train_step)(batch, tf.constant(0, tf.int64))
+    after = {name: model.get_weights() for name, model in recipe.networks.items()}
+    return {k: float(v) for k, v in losses.items()}, before, after
+
+
+def test_recompute_gives_the_same_losses_and_gradients(tmp_path):
+    values = dict(data_dir="unused", shape=[16, 16, 16], base_filters=4, d_filters=4, pool_size=2, identity_every=1,
+                  generator_updates=1)
+    plain_losses, before, plain_after = _one_step(CycleGAN3DConfig(**values))
+    recomputed_losses, _, recomputed_after = _one_step(CycleGAN3DConfig(recompute=True, **values), initial=before)
+    assert set(plain_losses) == set(recomputed_losses) and plain_losses["identity"] > 0
+    for key, value in plain_losses.items():
+        assert recomputed_losses[key] == pytest.approx(value, rel=1e-5, abs=1e-5), key
+    changed = 0
+    for name in before:  # SGD(1): weight change = -(sum of the step's gradients)
+        for start, plain, recomputed in zip(before[name], plain_after[name], recomputed_after[name]):
+            np.testing.assert_allclose(recomputed - start, plain - start, rtol=1e-4, atol=1e-5)
+            changed += int(np.abs(plain - start).max() > 1e-4)
+    assert changed > 20
+
+
+def test_recompute_cut_points_of_the_resnet_generator():
+    from tfmedgan.engine.memory import articulation_layers, split_model
+    from tfmedgan.errors import TfmedganError
+
+    config = CycleGAN3DConfig(data_dir="unused", shape=[16, 16, 16], base_filters=4, n_downsamplings=2, n_residual_blocks=2)
+    recipe = CycleGAN3DRecipe(config)
+    recipe.build_networks_only()
+    generator = recipe.networks["generator_a2b"]
+    cuts = recipe.checkpoint_boundaries("generator_a2b")
+    assert cuts == ["down1_relu", "down2_relu", "res1_add", "res2_add", "up1_relu", "up2_relu"]
+    allowed = articulation_layers(generator)
+    assert set(cuts) <= set(allowed)
+    assert "res1_conv1" not in allowed and "res1_relu" not in allowed  # inside a residual block (shortcut alive)
+    segments = split_model(generator, cuts)
+    assert len(segments) == 7
+    assert sum(s.count_params() for s in segments) == generator.count_params()
+    volume = tf.random.uniform((1, 16, 16, 16, 1), -1, 1)
+    chained = volume
+    for segment in segments:
+        chained = segment(chained)
+    np.testing.assert_allclose(chained.numpy(), generator(volume).numpy(), atol=1e-6)
+    with pytest.raises(TfmedganError, match="res1_conv1"):
+        split_model(generator, ["res1_conv1"])
+
+
+@pytest.mark.parametrize("mode", ["model", "segments", "nested"])
+def test_checkpointed_call_and_after_keep_values_and_gradients(mode):
+    from tfmedgan.engine.memory import after, checkpointed_call
+    from tfmedgan.networks.resnet_translator import build_resnet_generator
+
+    generator = build_resnet_generator((None, None, None, 1), 4, n_downsamplings=1, n_residual_blocks=1)
+    forward = checkpointed_call(generator, ["down1_relu", "res1_add", "up1_relu"], mode)
+    volume = tf.random.uniform((1, 8, 8, 8, 1), -1, 1, seed=1)
+
+    def loss_and_gradients(call, ordered):
+        with tf.GradientTape() as tape:
+            first = call(volume)
+            second = call(after(volume, first) if ordered else volume)
+            loss = tf.reduce_mean(tf.abs(call(first) - volume)) + tf.reduce_mean(first * second)
+        return loss, tape.gradient(loss, generator.trainable_variables)
+
+    plain = tf.function(lambda: loss_and_gradients(lambda x: generator(x, training=True), False))()
+    checkpointed = tf.function(lambda: loss_and_gradients(forward, True))()
+    assert float(checkpointed[0]) == pytest.approx(float(plain[0]), abs=1e-6)
+    for got, expected in zip(checkpointed[1], plain[1]):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+
+
+def test_memory_estimate_accounts_for_recompute_and_mixed_precision():
+    from tfmedgan.models.cyclegan import estimate_training_memory
+
+    def total(shape, **values):
+        config = CycleGAN3DConfig(data_dir="unused", shape=list(shape), **values)
+        return estimate_training_memory(config, shape)["total"] / 2**30
+
+    plain = estimate_training_memory(CycleGAN3DConfig(data_dir="unused", shape=[128] * 3), (128, 128, 128))
+    assert plain["pools"] == 2 * 50 * 128**3 * 4
+    assert total((128,) * 3, recompute=True) < 0.4 * plain["total"] / 2**30
+    assert total((128,) * 3, pool_size=10) == pytest.approx(plain["total"] / 2**30 - 2 * 40 * 128**3 * 4 / 2**30)
+    # peak RSS measured by bench/bench_cyclegan3d.py (bench/results/cyclegan3d.json), within the 25% goal
+    measured = {
+        ((64,) * 3, "float32", False): 2.46, ((64,) * 3, "mixed_bfloat16", True): 1.44,
+        ((128,) * 3, "float32", False): 13.56, ((128,) * 3, "mixed_bfloat16", False): 12.50,
+        ((128,) * 3, "float32", True): 4.82, ((128,) * 3, "mixed_bfloat16", True): 4.22,
+        ((156, 188, 156), "float32", True): 7.38, ((156, 188, 156), "mixed_bfloat16", True): 8.03,
+    }
+    for (shape, precision, recompute), peak in measured.items():
+        assert total(shape, precision=precision, recompute=recompute) == pytest.approx(peak, rel=0.25), (shape, precision, recompute)
+    assert keras.mixed_precision.global_policy().name == "float32"

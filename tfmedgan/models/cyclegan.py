@@ -35,7 +35,7 @@ from tfmedgan.config import CycleGAN3DConfig
 from tfmedgan.data import nifti as nifti_data
 from tfmedgan.engine.distribute import average_loss, global_batch_size
 from tfmedgan.engine.launch import launch
-from tfmedgan.engine.memory import checkpointed_call
+from tfmedgan.engine.memory import after, checkpointed_call
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.engine.rundir import RunDirectory, save_png_atomic
 from tfmedgan.errors import TfmedganError
@@ -195,8 +195,14 @@ class CycleGANRecipe(GANRecipe):
     recompute_mode: str = "nested"
 
     def build_generator_calls(self) -> None:
-        """The functions the generator updates call: plain, or gradient-checkpointed with --recompute."""
+        """The functions the generator updates call: plain, or gradient-checkpointed with --recompute.
+
+        With ``--recompute`` every generator call of an update is also ordered after the previous
+        one (:func:`tfmedgan.engine.memory.after`), so the backward pass recomputes one generator
+        at a time instead of several in parallel.
+        """
         recompute = bool(getattr(self.config, "recompute", False))
+        self.generator_order = after if recompute else (lambda inputs, previous: inputs)
         self.generator_calls = {}
         for name in ("generator_a2b", "generator_b2a"):
             model = self.networks[name]
@@ -236,8 +242,11 @@ class CycleGANRecipe(GANRecipe):
         d_vars = d_a.trainable_variables + d_b.trainable_variables
 
         # discriminators, on fakes drawn through the pools
+        if not hasattr(self, "generator_calls"):
+            self.build_generator_calls()
+        then = self.generator_order
         fake_b = tf.stop_gradient(g_a2b(real_a, training=False))
-        fake_a = tf.stop_gradient(g_b2a(real_b, training=False))
+        fake_a = tf.stop_gradient(g_b2a(then(real_b, fake_b), training=False))
         pooled_a = self.pools["a"].query(fake_a, self.noise_seed(step, _SALT_POOL_A))
         pooled_b = self.pools["b"].query(fake_b, self.noise_seed(step, _SALT_POOL_B))
         with tf.GradientTape() as tape:
@@ -253,15 +262,13 @@ class CycleGANRecipe(GANRecipe):
         apply_gradients(d_opt, tape, d_scaled, d_vars)
 
         # generators, generator_updates times on the same batch
-        if not hasattr(self, "generator_calls"):
-            self.build_generator_calls()
         a2b, b2a = self.generator_calls["generator_a2b"], self.generator_calls["generator_b2a"]
         for _ in range(int(self.config.generator_updates)):
             with tf.GradientTape() as tape:
                 fake_b = a2b(real_a)
-                fake_a = b2a(real_b)
-                rec_a = b2a(fake_b)
-                rec_b = a2b(fake_a)
+                fake_a = b2a(then(real_b, fake_b))
+                rec_a = b2a(then(fake_b, fake_a))
+                rec_b = a2b(then(fake_a, rec_a))
                 adv_a = average_loss(self.adversarial_loss(d_a(fake_a, training=True), 1.0), total)
                 adv_b = average_loss(self.adversarial_loss(d_b(fake_b, training=True), 1.0), total)
                 cycle_a = average_loss(losses.l1(rec_a, real_a), total)
@@ -284,9 +291,10 @@ class CycleGANRecipe(GANRecipe):
         if every:
             def identity_update() -> tf.Tensor:
                 with tf.GradientTape() as tape:
+                    same_b = a2b(real_b)
+                    same_a = b2a(then(real_a, same_b))
                     loss = w["identity"] * (
-                        average_loss(losses.l1(a2b(real_b), real_b), total)
-                        + average_loss(losses.l1(b2a(real_a), real_a), total)
+                        average_loss(losses.l1(same_b, real_b), total) + average_loss(losses.l1(same_a, real_a), total)
                     )
                     scaled = scale_loss(g_opt, loss)
                 apply_gradients(g_opt, tape, scaled, g_vars)
@@ -454,16 +462,17 @@ class CycleGAN3DRecipe(CycleGANRecipe):
         )
 
     def checkpoint_boundaries(self, name: str) -> list[str]:
-        """Cut the ResNet generator at its block outputs below full resolution.
+        """Cut the ResNet generator after every down-sampling stage, residual block and
+        up-sampling stage.
 
-        After every down-sampling stage, every residual block and every up-sampling stage but the
-        last: the full-resolution stem and head, whose activations are the largest, are never kept
-        between the forward and the backward pass.
+        Measured at 96^3 (one generator, forward + backward, in units U of one full-resolution
+        32-channel float32 tensor): no recompute 12.6 U, whole model 13.8 U, these cuts 7.3 U;
+        also cutting after the stem costs 8.3 U, and not after the last up-sampling 10.6 U.
         """
         config = self.config
         names = [f"down{stage}_relu" for stage in range(1, config.n_downsamplings + 1)]
         names += [f"res{block}_add" for block in range(1, config.n_residual_blocks + 1)]
-        names += [f"up{stage}_relu" for stage in range(1, config.n_downsamplings)]
+        names += [f"up{stage}_relu" for stage in range(1, config.n_downsamplings + 1)]
         return names
 
     def build_discriminator(self, name: str) -> keras.Model:
@@ -479,45 +488,82 @@ class CycleGAN3DRecipe(CycleGANRecipe):
                 "memory_estimate_parts_gib": {k: round(v / 2**30, 3) for k, v in estimate.items() if k != "total"}}
 
 
-def _activation_elements(model: keras.Model) -> int:
-    """Sum of the output sizes (elements per example) of every layer of a static-shape model."""
-    total = 0
-    for layer in model.layers[1:]:
-        outputs = layer.output if isinstance(layer.output, (list, tuple)) else [layer.output]
-        for tensor in outputs:
-            total += int(np.prod(tensor.shape[1:]))
-    return total
+#: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).
+MEMORY_RUNTIME_BYTES = 1.0 * 2**30
+MEMORY_BACKWARD_TRANSIENT = 3.0
+#: Generator forward passes taped in one generator update (fake_B, fake_A, rec_A, rec_B).
+GENERATOR_PASSES = 4
 
 
 def estimate_training_memory(config: CycleGAN3DConfig, shape: tuple[int, int, int]) -> dict[str, float]:
-    """A simple, documented estimate (bytes) of the peak memory of one CycleGAN training step.
+    """Estimate (bytes) of the peak memory of one training step, as ``--dry-run`` prints it.
 
-    Model: ``weights`` = parameters x 4 bytes x 4 (float32 weights, two Adam moments, gradients);
-    ``pools`` = 2 x pool_size x volume x 4 bytes; ``activations`` = every layer output kept for the
-    backward pass of one generator update (4 generator and 2 discriminator forward passes) x batch
-    x bytes per element (4 in float32, 2 + a float32 copy for norm statistics counted as 3 under
-    mixed_bfloat16), x 2 for the gradient buffers of the backward pass; ``data`` = the input batch
-    and 2 prefetched batches of (A, B). Framework overhead (TensorFlow runtime, ~0.5 GiB) is added
-    as a constant. Compare with ``bench/bench_cyclegan3d.py``, which measures the real peak.
+    Per-layer accounting of what TensorFlow keeps for the backward pass
+    (:func:`tfmedgan.engine.memory.saved_activation_bytes`: ``S_G`` for a generator, ``S_D`` for a
+    discriminator), ``L`` = the largest generator activation, ``P`` = 4 taped generator passes of
+    a generator update, ``b`` = batch, all in float32 bytes::
+
+        weights     = parameters x 16            (float32 weights, 2 Adam moments, gradients)
+        pools       = 2 x pool_size x voxels x 4
+        data        = 3 x 2 x b x voxels x 4     (the batch and 2 prefetched batches of A and B)
+        activations = b x (P x S_G + 2 x S_D + 2 x 3 L)                    without --recompute
+        activations = b x (B_G + max_k S_k + 3 L + 2 x S_D + P x output)   with --recompute
+        runtime     = 1 GiB                      (TensorFlow, graphs, kernels: a constant)
+
+    With ``--recompute`` only the segment boundaries of the generator being differentiated
+    (``B_G``) and the activations of one segment (``S_k``) are alive at a time. ``3 L`` is the
+    transient of the backward pass (gradient buffers, normalisation temporaries); without
+    recompute two generator backward passes run in parallel, hence ``2 x 3 L``.
+
+    Mixed precision: activations are counted in float32 bytes under ``mixed_bfloat16`` too. The
+    measured peaks were not lower than in float32 (-8% to +9%): the instance normalisations, the
+    largest activations, compute in float32 (two float32 tensors kept per normalisation, plus
+    float32 copies of their bfloat16 inputs), and oneDNN's bfloat16 kernels add buffers.
+    ``mixed_bfloat16`` is worth it on CPU for speed (2-3x), not for memory.
+
+    The constants (1 GiB, 3 L) were fitted to the peak RSS measured by
+    ``bench/bench_cyclegan3d.py`` at 64^3, 128^3 and 156x188x156 in float32 and mixed_bfloat16,
+    with and without recompute: the estimate is within 11% of every measurement there (the goal
+    is 25%); see docs/cyclegan3d.md.
+
+    Args:
+        config: The run configuration (precision, recompute, batch, pool_size, networks).
+        shape: Model input spatial shape.
+
+    Returns:
+        Bytes per part (``weights``, ``pools``, ``data``, ``activations``, ``runtime``) and ``total``.
     """
+    from tfmedgan.engine import memory
+
+    spatial = tuple(int(size) for size in shape) + (1,)
+    recipe = CycleGAN3DRecipe(config)
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        spatial = tuple(shape) + (1,)
-        generator = build_resnet_generator(spatial, config.base_filters, config.n_downsamplings, config.n_residual_blocks, norm=config.norm)
-        discriminator = build_patchgan_discriminator(spatial, base_filters=config.d_filters, n_layers=config.d_layers, norm=config.norm)
+        generator = build_resnet_generator(spatial, config.base_filters, config.n_downsamplings, config.n_residual_blocks,
+                                           norm=config.norm)
+        discriminator = build_patchgan_discriminator(spatial, base_filters=config.d_filters, n_layers=config.d_layers,
+                                                     norm=config.norm)
+        saved_generator = memory.saved_activation_bytes(generator)
+        saved_discriminator = memory.saved_activation_bytes(discriminator)
+        transient = MEMORY_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(generator)
+        voxels = int(np.prod(shape))
+        if config.recompute:
+            boundaries = recipe.checkpoint_boundaries("generator_a2b")
+            segments = memory.split_model(generator, boundaries) if boundaries else [generator]
+            per_example = (memory.boundary_bytes(generator, boundaries) + max(memory.saved_activation_bytes(s) for s in segments)
+                           + transient + 2 * saved_discriminator + GENERATOR_PASSES * voxels * 4)
+        else:
+            per_example = GENERATOR_PASSES * saved_generator + 2 * saved_discriminator + 2 * transient
+        parameters = 2 * generator.count_params() + 2 * discriminator.count_params()
     finally:
         keras.mixed_precision.set_global_policy(previous)
-    parameters = 2 * generator.count_params() + 2 * discriminator.count_params()
-    voxels = int(np.prod(shape))
-    element = 3 if config.precision != "float32" else 4
-    per_example = 4 * _activation_elements(generator) + 2 * _activation_elements(discriminator)
     estimate = {
         "weights": float(parameters * 4 * 4),
         "pools": float(2 * config.pool_size * voxels * 4),
-        "activations": float(2 * per_example * config.batch * element),
         "data": float(3 * 2 * config.batch * voxels * 4),
-        "runtime": float(0.5 * 2**30),
+        "activations": float(config.batch * per_example),
+        "runtime": float(MEMORY_RUNTIME_BYTES),
     }
     estimate["total"] = sum(estimate.values())
     return estimate
