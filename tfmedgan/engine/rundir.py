@@ -204,3 +204,16 @@ def save_figure_atomic(figure, path: str | Path) -> Path:
     figure.savefig(temporary, dpi=100, format="png")
     os.replace(temporary, path)
     return path
+
+
+def figure_to_rgb(figure, title: str = "") -> np.ndarray:
+    """Render a matplotlib figure (optional suptitle) to a uint8 RGB array and close it."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.canvas.draw()
+    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    plt.close(figure)
+    return image

@@ -37,7 +37,7 @@ from tfmedgan.engine.distribute import average_loss, global_batch_size
 from tfmedgan.engine.launch import launch
 from tfmedgan.engine.memory import after, checkpointed_call
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
-from tfmedgan.engine.rundir import RunDirectory, save_png_atomic
+from tfmedgan.engine.rundir import RunDirectory, figure_to_rgb, save_png_atomic
 from tfmedgan.errors import TfmedganError
 from tfmedgan.models.base import GANRecipe
 from tfmedgan.networks.patchgan import build_patchgan_discriminator
@@ -360,13 +360,7 @@ def mid_slice_figure(volumes: dict[str, np.ndarray], title: str = "") -> np.ndar
             axis.set_axis_off()
             if view_index == 1:
                 axis.set_title(name, fontsize=9)
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
+    return figure_to_rgb(figure, title)
 
 
 class CycleGAN3DRecipe(CycleGANRecipe):

@@ -56,7 +56,7 @@ from tfmedgan.config import CYCLEGAN_SR_TERMS, CycleGANSRConfig, _default_sr_los
 from tfmedgan.engine import checkpoint as ckpt
 from tfmedgan.engine.distribute import average_loss, global_batch_size
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
-from tfmedgan.engine.rundir import RunDirectory, save_png_atomic
+from tfmedgan.engine.rundir import RunDirectory, figure_to_rgb, save_png_atomic
 from tfmedgan.engine.trainer import Trainer
 from tfmedgan.engine.launch import launch
 from tfmedgan.errors import TfmedganError
@@ -575,13 +575,7 @@ def cycle_plot(volumes: dict[str, np.ndarray], title: str = "") -> np.ndarray:
         axis.imshow(volume[volume.shape[0] // 2], cmap="gray", vmin=-3, vmax=3)
         axis.set_title(f"{name} {list(volume.shape)}", fontsize=9)
         axis.set_axis_off()
-    if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
+    return figure_to_rgb(figure, title)
 
 
 # ------------------------------------------------------------------------------------------------
