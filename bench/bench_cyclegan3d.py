@@ -51,7 +51,7 @@ GIB = 2**30
 
 # -- workers (each runs in its own process) --------------------------------------------------------
 def _config(shape, precision, recompute, pool_size, data_dir=""):
-    from tfmedgan.config import CycleGAN3DConfig
+    from tfmedgan.models.cyclegan3d import CycleGAN3DConfig
 
     return CycleGAN3DConfig(data_dir=data_dir, shape=list(shape), precision=precision, recompute=recompute,
                             pool_size=pool_size, identity_every=1)
@@ -77,7 +77,7 @@ def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> d
     from tfmedgan.engine.precision import set_precision
     from tfmedgan.engine.rundir import RunDirectory
     from tfmedgan.engine.trainer import Trainer
-    from tfmedgan.models.cyclegan import CycleGAN3DRecipe, estimate_training_memory
+    from tfmedgan.models.cyclegan3d import CycleGAN3DRecipe, estimate_training_memory
 
     config = _config(shape, precision, recompute, pool_size, data_dir)
     set_precision(precision)
@@ -182,7 +182,7 @@ def _available_gib() -> float:
 
 
 def _estimate_gib(shape, precision, recompute, pool_size) -> float:
-    from tfmedgan.models.cyclegan import estimate_training_memory
+    from tfmedgan.models.cyclegan3d import estimate_training_memory
 
     return estimate_training_memory(_config(shape, precision, recompute, pool_size), tuple(shape))["total"] / GIB
 

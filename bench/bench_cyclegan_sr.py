@@ -115,7 +115,7 @@ def quality(minutes: float, work: Path, preset: str = "faithful") -> dict:
     from scipy.ndimage import zoom
 
     from tfmedgan import metrics
-    from tfmedgan.config import CycleGANSRConfig
+    from tfmedgan.models.cyclegan_sr import CycleGANSRConfig
     from tfmedgan.data.phantom import write_phantom_dataset
     from tfmedgan.inference.tomogram import enhance_volume, load_enhancer
     from tfmedgan.models.cyclegan_sr import train

@@ -41,7 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from tfmedgan.config import STYLEGAN2_PRESETS, StyleGAN2Config  # noqa: E402
+from tfmedgan.models.stylegan2 import PRESETS as STYLEGAN2_PRESETS, StyleGAN2Config  # noqa: E402
 from tfmedgan.engine.rundir import RunDirectory  # noqa: E402
 from tfmedgan.engine.trainer import Trainer  # noqa: E402
 from tfmedgan.models.stylegan2 import StyleGAN2Recipe  # noqa: E402
@@ -50,7 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "stylegan2.json"
 
 
 def preset_config(resolution: int, workdir: str, **overrides) -> StyleGAN2Config:
-    values = {**STYLEGAN2_PRESETS[resolution], "output_dir": workdir, "checkpoint_minutes": 0}
+    values = {**STYLEGAN2_PRESETS[str(resolution)], "output_dir": workdir, "checkpoint_minutes": 0}
     values.update(overrides)
     config = StyleGAN2Config(**values)
     config.validate()

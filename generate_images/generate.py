@@ -7,20 +7,23 @@
 
 writes OUT_DIR/generated_00000.png ... and OUT_DIR/grid.png.
 
-3D CycleGAN (seed 000): translate NIfTI volumes::
+3D translators (the T1w <-> T2w CycleGAN): translate NIfTI volumes::
 
-    python generate_images/generate.py RUN_DIR_OR_MODEL_DIR IN_FILE_OR_DIR OUT_DIR --direction A2B
+    python generate_images/generate.py RUN_DIR_OR_MODEL IN_FILE_OR_DIR OUT_DIR --direction A2B
 
 writes OUT_DIR/<input stem>_synthetic.nii.gz per input, with the input's shape, affine and header.
-RUN_DIR_OR_MODEL_DIR is a cyclegan3d run or a folder with the original G_A2B_model.json/.hdf5
-(or give --legacy-json/--legacy-hdf5 and use "-" as the first path).
+RUN_DIR_OR_MODEL is a translation run, a folder with the original G_A2B_model.json/.hdf5, or the
+original G_A2B_model.hdf5 file itself (or give --legacy-json/--legacy-hdf5 and use "-").
 
-3D CycleGAN-SR (seed 002): enhance a whole tomogram (HDF5 or NIfTI, any size)::
+microCT SR CycleGAN: enhance a whole tomogram (HDF5 or NIfTI, any size)::
 
     python generate_images/generate.py CYCLEGAN_SR_RUN_DIR TOMOGRAM.h5 OUT_DIR [--blend gaussian|mean]
 
 writes OUT_DIR/<stem>_enhanced.h5 (float16 dataset "data", SR x the input shape) and, for a NIfTI
 input, OUT_DIR/<stem>_enhanced.nii.gz with voxel size and affine scaled by 1/SR.
+
+The run's config.json decides what is generated (its model's registry entry); a path that is not
+a run is read as the original 3D CycleGAN's Keras 2 weights.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from tfmedgan.errors import TfmedganError  # noqa: E402
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise TfmedganError(f"OUT_DIR {out} is a file, not a folder")
+    if out.exists() and any(out.iterdir()) and not overwrite:
         raise TfmedganError(f"output folder {out} exists and is not empty (use --overwrite)")
 
 
@@ -43,11 +48,10 @@ def _generate_2d(args) -> int:
     run_dir, out_dir = args.paths
     out = Path(out_dir)
     _check_out_dir(out, args.overwrite)
+    from tfmedgan.api import load_run
     from tfmedgan.engine.trainer import save_generated
-    from tfmedgan.inference.generate import generate_images, load_network
 
-    generator = load_network(run_dir, "generator")
-    images = generate_images(generator, args.n, seed=args.seed, batch=args.batch)
+    images = load_run(run_dir).generate(args.n, seed=args.seed, batch=args.batch)
     paths = save_generated(images, out)
     print(f"wrote {len(paths)} images and grid.png to {out}")
     return 0
@@ -81,6 +85,32 @@ def _enhance_tomogram(args) -> int:
     return 0
 
 
+#: what a run generates (its registry entry's ``generates``) -> (handler, positional paths, usage)
+HANDLERS = {
+    "images": (_generate_2d, 2, "RUN_DIR OUT_DIR"),
+    "volumes": (_translate_3d, 3, "RUN_DIR INPUT_FILE_OR_DIR OUT_DIR"),
+    "tomogram": (_enhance_tomogram, 3, "RUN_DIR TOMOGRAM OUT_DIR"),
+}
+
+
+def _dispatch(args) -> int:
+    source = Path(args.paths[0])
+    if args.paths[0] != "-" and (source / "config.json").is_file():
+        from tfmedgan.api import load_run
+
+        kind = load_run(source).spec.generates
+        if kind not in HANDLERS:
+            raise TfmedganError(f"{source} is a run of a model that generates nothing here")
+    elif args.paths[0] == "-" or source.exists():
+        kind = "volumes"  # the original 3D CycleGAN's Keras 2 model files
+    else:
+        raise TfmedganError(f"{source}: no such run directory or model file")
+    handler, count, usage = HANDLERS[kind]
+    if len(args.paths) != count:
+        raise TfmedganError(f"give {usage} for this {kind} model ({len(args.paths)} paths given)")
+    return handler(args)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         description="Generate images from a trained tfmedgan run directory (2D: RUN_DIR OUT_DIR --n N), "
@@ -106,17 +136,13 @@ def main(argv=None) -> int:
                         help="tomogram: do not standardise the input by its mean and std")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty OUT_DIR")
+    parser.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log lines")
     args = parser.parse_args(argv)
-    try:
-        if len(args.paths) == 2:
-            return _generate_2d(args)
-        if len(args.paths) == 3:
-            from tfmedgan.inference.tomogram import is_tomogram_run
+    from tfmedgan.cli import quiet_tensorflow
 
-            if is_tomogram_run(args.paths[0]):
-                return _enhance_tomogram(args)
-            return _translate_3d(args)
-        raise TfmedganError("give RUN_DIR OUT_DIR (2D GANs) or RUN_OR_MODEL_DIR INPUT OUT_DIR (3D CycleGAN)")
+    quiet_tensorflow(args.verbose)
+    try:
+        return _dispatch(args)
     except TfmedganError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

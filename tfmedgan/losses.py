@@ -31,3 +31,47 @@ def wasserstein(critic: tf.Tensor, sign: float) -> tf.Tensor:
 def l1(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """Mean absolute difference per example."""
     return _per_example(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
+
+
+def torch_bce_elementwise(probabilities: tf.Tensor, target: float) -> tf.Tensor:
+    """Element-wise binary cross-entropy of probabilities exactly as PyTorch ``nn.BCELoss``.
+
+    Forward: ``-(y log p + (1 - y) log(1 - p))`` with each log clamped at -100. Backward:
+    ``(p - y) / max(p (1 - p), 1e-12)`` (PyTorch's ``binary_cross_entropy_backward``). Through
+    a sigmoid this gives the non-saturating logit gradient ``p - y`` down to ``p ~ 1e-12`` (logit
+    ~ -27.6). Clipping ``p`` to ``[1e-7, 1 - 1e-7]`` instead (``tf.clip_by_value``) has a zero
+    gradient beyond logit +-16.1, so a generator whose fakes a confident discriminator rejects gets
+    no adversarial gradient at all and its BCE sticks at 16.12.
+
+    Args:
+        probabilities: sigmoid outputs in [0, 1].
+        target: 1.0 (real) or 0.0 (fake).
+
+    Returns:
+        The float32 loss per element (same shape as ``probabilities``).
+    """
+    y = float(target)
+
+    @tf.custom_gradient
+    def bce(p):
+        log_p = tf.maximum(tf.math.log(p), -100.0)
+        log_q = tf.maximum(tf.math.log(1.0 - p), -100.0)
+        values = -(y * log_p + (1.0 - y) * log_q)
+
+        def gradient(upstream):
+            return upstream * (p - y) / tf.maximum(p * (1.0 - p), 1e-12)
+
+        return values, gradient
+
+    return bce(tf.cast(probabilities, tf.float32))
+
+
+def _probability_bce(probabilities: tf.Tensor, target: float) -> tf.Tensor:
+    """Per-example mean of :func:`torch_bce_elementwise` (PyTorch ``BCELoss``)."""
+    values = torch_bce_elementwise(probabilities, target)
+    return tf.reduce_mean(tf.reshape(values, (tf.shape(values)[0], -1)), axis=1)
+
+
+def bce_probabilities(probabilities: tf.Tensor, target: float) -> tf.Tensor:
+    """Per-example mean of :func:`torch_bce_elementwise` (PyTorch ``BCELoss`` on sigmoid outputs)."""
+    return _per_example(torch_bce_elementwise(probabilities, target))

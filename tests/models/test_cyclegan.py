@@ -8,10 +8,11 @@ import pytest
 import tensorflow as tf
 
 from tests.data.test_nifti_pipeline import write_tiny_dataset
-from tfmedgan.config import CycleGAN3DConfig
+from tfmedgan.models.cyclegan3d import CycleGAN3DConfig
 from tfmedgan.engine.launch import dry_run, launch
 from tfmedgan.engine.trainer import Interrupted
-from tfmedgan.models.cyclegan import CycleGAN3DRecipe, ImagePool, decayed_learning_rate
+from tfmedgan.models.cyclegan import ImagePool, decayed_learning_rate
+from tfmedgan.models.cyclegan3d import CycleGAN3DRecipe
 
 
 def tiny(data_dir, tmp_path, **overrides):
@@ -203,7 +204,7 @@ def test_checkpointed_call_and_after_keep_values_and_gradients(mode):
 
 
 def test_memory_estimate_accounts_for_recompute_and_mixed_precision():
-    from tfmedgan.models.cyclegan import estimate_training_memory
+    from tfmedgan.models.cyclegan3d import estimate_training_memory
 
     def total(shape, **values):
         config = CycleGAN3DConfig(data_dir="unused", shape=list(shape), **values)

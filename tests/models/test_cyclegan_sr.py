@@ -5,15 +5,16 @@ import json
 import numpy as np
 import pytest
 
-from tfmedgan.config import CycleGANSRConfig
+from tfmedgan.models.cyclegan_sr import CycleGANSRConfig
 from tfmedgan.data.phantom import write_phantom_dataset
 from tfmedgan.engine import checkpoint as ckpt
 from tfmedgan.engine.trainer import Interrupted
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models import cyclegan_sr
-from tfmedgan.models.cyclegan_sr import (
-    CycleGANSRRecipe, HPOptimizer, adversarial_function, nearest_downsample, nearest_upsample, normalize_weights,
-    parse_loss_spec, train,
+from tfmedgan.models.cyclegan_sr import recipe as sr_recipe
+from tfmedgan.models.cyclegan_sr import normalize_weights, parse_loss_spec, train
+from tfmedgan.models.cyclegan_sr.hp_optimizer import HPOptimizer
+from tfmedgan.models.cyclegan_sr.recipe import (
+    CycleGANSRRecipe, adversarial_function, nearest_downsample, nearest_upsample,
 )
 
 
@@ -122,8 +123,9 @@ def test_training_outputs_losses_fall_and_resume_is_exact(phantom, tmp_path):
     samples = sorted(p.name for p in run.samples.iterdir())
     assert samples == ["cycle_plot_step0000010.png", "cycle_plot_step0000020.png", "cycle_plot_step0000030.png"]
     validation = (run.path / "validation.csv").read_text().splitlines()
-    assert validation[0].startswith("step,cycle_a_l1") and len(validation) == 4
+    assert validation[0].startswith("step,epoch,cycle_a_l1") and len(validation) == 4
     assert sorted(p.name for p in run.models.iterdir()) == [
+        "best_generator_a2b.keras", "best_generator_b2a.keras",
         "discriminator_a.keras", "discriminator_b.keras", "generator_a2b.keras", "generator_b2a.keras"]
     assert len(ckpt.list_checkpoints(run.checkpoints)) == 3  # keep_checkpoints
 
@@ -159,7 +161,7 @@ def test_hp_tests_on_synthetic_histories():
 
 
 def test_hp_optimizer_rolls_back_once_and_applies_new_rates(phantom, tmp_path, monkeypatch):
-    monkeypatch.setattr(cyclegan_sr, "HP_START_STEP", 25)
+    monkeypatch.setattr(sr_recipe, "HP_START_STEP", 25)
     calls = []
     original = HPOptimizer.flip_test
 
@@ -171,7 +173,7 @@ def test_hp_optimizer_rolls_back_once_and_applies_new_rates(phantom, tmp_path, m
     monkeypatch.setattr(HPOptimizer, "flip_test", flip_once)
     config = tiny_config(phantom, tmp_path, num_iters=50, hp_optimizer=True, validate_every=0)
     run, summary = train(config, progress=False)
-    assert summary["steps"] == 50 and config.keep_checkpoints == 5
+    assert summary["steps"] == 50
     reports = [json.loads(line) for line in (run.path / "hp_optimizer.jsonl").read_text().splitlines()]
     # check at 30 fails (max step 29 -> target round(9) = 10), then 30, 40 pass after the roll-back
     assert [(r["step"], r["rollback_to"]) for r in reports] == [(30, 10), (30, None), (40, None)]

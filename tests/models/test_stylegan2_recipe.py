@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmedgan.config import StyleGAN2Config
+from tfmedgan.models.stylegan2 import StyleGAN2Config
 from tfmedgan.data import png
 from tfmedgan.engine.rundir import RunDirectory
 from tfmedgan.engine.trainer import Interrupted, Trainer

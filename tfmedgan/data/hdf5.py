@@ -487,3 +487,19 @@ def standardize_to_hdf5(
             if temporary.exists():
                 temporary.unlink()
     return mean, std
+
+
+def check_finite_volume(ref, slab_voxels: int = 1 << 24) -> None:
+    """Raise if the ROI of ``ref`` holds NaN or infinite values (read slab by slab, never whole)."""
+    (z0, z1), (y0, y1), (x0, x1) = ref.roi
+    with h5py.File(ref.path, "r") as handle:
+        data = handle[ref.dset]
+        step = max(1, slab_voxels // max(1, (y1 - y0) * (x1 - x0)))
+        for first in range(z0, z1, step):
+            slab = np.asarray(data[first : min(first + step, z1), y0:y1, x0:x1])
+            if not np.isfinite(slab).all():
+                bad = np.argwhere(~np.isfinite(slab))[0] + [first, y0, x0]
+                raise TfmedganError(
+                    f"non-finite values (NaN/inf) in {ref.describe()}, first at voxel {bad.tolist()}; clean the volume "
+                    "or exclude it with ROI0..2"
+                )

@@ -116,3 +116,11 @@ def restore_checkpoint(path: str | Path, groups: Mapping[str, list]) -> dict[str
                     )
                 variable.assign(value)
         return {k.split("/", 1)[1]: stored[k].item() for k in stored.files if k.startswith("counter/")}
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint file belongs to (from its name ``ckpt-<step>.npz``)."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise TfmedganError(f"{path} is not a tfmedgan checkpoint file name")
+    return int(match.group(1))

@@ -14,11 +14,11 @@ from tfmedgan.engine.distribute import is_chief, make_strategy
 from tfmedgan.engine.logging import check_neptune_settings
 from tfmedgan.engine.precision import set_precision
 from tfmedgan.engine.rundir import RunDirectory
+from tfmedgan.engine.recipe import Recipe
 from tfmedgan.engine.trainer import Trainer
-from tfmedgan.models.base import GANRecipe
 
 
-def dry_run(recipe: GANRecipe) -> dict[str, Any]:
+def dry_run(recipe: Recipe) -> dict[str, Any]:
     """The resolved configuration plus the parameter count of every network, as printed by --dry-run."""
     config = recipe.config
     config.validate()
@@ -26,16 +26,15 @@ def dry_run(recipe: GANRecipe) -> dict[str, Any]:
     recipe.build_networks_only()
     resolved = config.to_dict()
     resolved["parameters"] = recipe.parameter_counts()
-    resolved.update(recipe.dry_run_extra() if hasattr(recipe, "dry_run_extra") else {})
+    resolved.update(recipe.dry_run_extra())
     return resolved
 
 
 def launch(
-    recipe: GANRecipe,
+    recipe: Recipe,
     resume: str | None = None,
     progress: bool = True,
     stop_after_steps: int | None = None,
-    trainer_class: type[Trainer] = Trainer,
 ) -> tuple[RunDirectory, dict[str, Any]]:
     """Validate, check the data, create (or reopen) the run directory and train.
 
@@ -69,12 +68,11 @@ def launch(
         config.to_json(run_dir.config_path)
     if progress and chief:
         print(f"run directory: {run_dir.path} (stop any time; continue with --resume {run_dir.path})")
-    trainer = trainer_class(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress and chief)
+    trainer = Trainer(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress and chief)
     try:
         summary = trainer.fit(stop_after_steps=stop_after_steps)
     finally:
         recipe.close()
-    if hasattr(recipe, "on_train_end"):
-        recipe.on_train_end(run_dir)
+    recipe.on_train_end(run_dir)
     (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary

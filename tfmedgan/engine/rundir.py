@@ -126,8 +126,9 @@ class RunDirectory:
         else:
             self.losses_path.unlink(missing_ok=True)
 
-    def plot_losses(self) -> Path | None:
-        """Redraw loss_curve.png from losses.csv (raw values and a moving average)."""
+    def plot_losses(self, validation_rows: Sequence[Mapping[str, float]] = ()) -> Path | None:
+        """Redraw loss_curve.png from losses.csv (raw values and a moving average); with
+        validation rows, a second panel shows the validation metrics against the step."""
         rows = self.read_losses()
         if not rows:
             return None
@@ -140,7 +141,18 @@ class RunDirectory:
         columns = [k for k in rows[0] if k not in ("step", "epoch")]
         schedules = [k for k in columns if k == "alpha" or k.startswith("lr")]  # second axis
         names = [k for k in columns if k not in schedules]
-        figure, axis = plt.subplots(figsize=(8, 4.5))
+        if validation_rows:
+            figure, (axis, validation_axis) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True)
+            metrics = [k for k in validation_rows[0] if k not in ("step", "epoch")]
+            for name in metrics:
+                points = [(r["step"], r[name]) for r in validation_rows if name in r]
+                validation_axis.plot(*zip(*points), marker="o", label=name)
+            validation_axis.set_xlabel("step")
+            validation_axis.set_ylabel("validation")
+            validation_axis.legend(loc="best")
+            validation_axis.grid(alpha=0.3)
+        else:
+            figure, axis = plt.subplots(figsize=(8, 4.5))
         if schedules:
             other = axis.twinx()
             for name in schedules:

@@ -1,6 +1,6 @@
 """The one training engine shared by every tfmedgan model.
 
-The engine runs a :class:`~tfmedgan.models.base.GANRecipe` under a ``tf.distribute`` strategy with
+The engine runs a :class:`~tfmedgan.engine.recipe.Recipe` under a ``tf.distribute`` strategy with
 a compiled (``tf.function``) step, and owns the loop, checkpoints, loss logs, plots, sample grids,
 Neptune logging and the export of the trained networks. A run can be stopped at any moment and
 continued with ``--resume``: data order and random inputs are pure functions of (seed, epoch, step),
@@ -10,8 +10,8 @@ uninterrupted one exactly on CPU in float32.
 
 from __future__ import annotations
 
-import inspect
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -20,13 +20,15 @@ import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
 
-from tfmedgan.config import EngineConfig
 from tfmedgan.engine import checkpoint as ckpt
+from tfmedgan.engine.config import EngineConfig
 from tfmedgan.engine.distribute import make_strategy
+from tfmedgan.engine.export import export_networks
 from tfmedgan.engine.logging import NeptuneLogger
+from tfmedgan.engine.recipe import EpochDecision, Recipe
 from tfmedgan.engine.rundir import RunDirectory, image_grid, save_png_atomic
+from tfmedgan.engine.validation import ValidationHistory
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models.base import GANRecipe
 
 
 class Interrupted(Exception):
@@ -46,7 +48,7 @@ class Trainer:
 
     def __init__(
         self,
-        recipe: GANRecipe,
+        recipe: Recipe,
         run_dir: RunDirectory,
         resume: bool = False,
         strategy: tf.distribute.Strategy | None = None,
@@ -64,6 +66,7 @@ class Trainer:
         self._last_checkpoint_time = time.monotonic()
         self._pending_rows: list[dict[str, float]] = []
         self.step_end_times: list[float] = []  # perf_counter() after each step, for benchmarks
+        self.validation = ValidationHistory(run_dir, recipe.validation_metric)
         with self.strategy.scope():
             recipe.build(self.strategy.num_replicas_in_sync)
             for name, variables in recipe.optimizer_variables().items():
@@ -87,10 +90,20 @@ class Trainer:
             self.step,
             self.variable_groups(),
             {"step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch},
-            keep=self.config.keep_checkpoints,
+            keep=len(ckpt.list_checkpoints(self.run_dir.checkpoints)) + 1,
         )
+        self._prune_checkpoints()
         self._last_checkpoint_time = time.monotonic()
         return path
+
+    def _prune_checkpoints(self) -> None:
+        """Keep the newest ``keep_checkpoints`` plus every checkpoint a roll-back may still need."""
+        found = ckpt.list_checkpoints(self.run_dir.checkpoints)
+        reach = self.recipe.rollback_steps_needed()
+        horizon = self.step - reach if reach else None
+        for path in found[: -self.config.keep_checkpoints]:
+            if horizon is None or ckpt.checkpoint_step(path) < horizon:
+                path.unlink(missing_ok=True)
 
     def restore_latest(self) -> Path | None:
         ckpt.remove_stale_temporaries(self.run_dir.checkpoints)
@@ -103,7 +116,31 @@ class Trainer:
         self.epoch = int(counters["epoch"])
         self.step_in_epoch = int(counters["step_in_epoch"])
         self.run_dir.truncate_losses(self.step)
+        self.validation.truncate(self.step)
         return latest
+
+    def rollback(self, target_step: int) -> int | None:
+        """Restore the newest checkpoint at or before ``target_step``; later checkpoints and log
+        rows are deleted. Returns the restored step, or None (with a message) when no checkpoint
+        that old is left."""
+        found = ckpt.list_checkpoints(self.run_dir.checkpoints)
+        eligible = [p for p in found if ckpt.checkpoint_step(p) <= target_step]
+        if not eligible:
+            print(f"roll-back to step {target_step} refused: the oldest checkpoint left is "
+                  f"{found[0].name if found else 'none'}", file=sys.stderr)
+            return None
+        counters = ckpt.restore_checkpoint(eligible[-1], self.variable_groups())
+        self.step = int(counters["step"])
+        self.epoch = int(counters["epoch"])
+        self.step_in_epoch = int(counters["step_in_epoch"])
+        for path in found:
+            if ckpt.checkpoint_step(path) > self.step:
+                path.unlink(missing_ok=True)
+        self.run_dir.truncate_losses(self.step)
+        self.validation.truncate(self.step)
+        self.recipe.after_rollback(self.step)
+        self.save_checkpoint()
+        return self.step
 
     # -- compiled step ---------------------------------------------------------------------------
     def _build_step(self, element_spec=None):
@@ -147,12 +184,7 @@ class Trainer:
                 scalars = recipe.on_epoch_begin(self.epoch)
                 for name, value in scalars.items():
                     logger.log_scalar(f"train/{name}", value, self.step)
-                if self.step_in_epoch and "skip_batches" in inspect.signature(recipe.dataset).parameters:
-                    dataset = recipe.dataset(self.epoch, skip_batches=self.step_in_epoch)  # skips before decoding
-                else:
-                    dataset = recipe.dataset(self.epoch)
-                    if self.step_in_epoch:
-                        dataset = dataset.skip(self.step_in_epoch)
+                dataset = recipe.dataset(self.epoch, skip_batches=self.step_in_epoch)
                 distributed = self.strategy.experimental_distribute_dataset(dataset)
                 if self._compiled_step is None:
                     self._compiled_step = self._build_step(distributed.element_spec)
@@ -188,15 +220,19 @@ class Trainer:
                 bar.close()
                 if done and self.step_in_epoch < recipe.steps_per_epoch:
                     self.save_checkpoint()
-                    self._epoch_outputs(self.epoch, logger)
+                    self.epoch_outputs(self.epoch, logger)
+                    self.run_validation(self.epoch, logger, final=True)
                     break
                 finished_epoch = self.epoch
                 self.epoch += 1
                 self.step_in_epoch = 0
                 last = self.epoch >= config.epochs or done  # done: --max-steps reached at an epoch end
+                self.run_validation(finished_epoch, logger, final=last)
                 if self.epoch % config.checkpoint == 0 or last:
                     self.save_checkpoint()
-                    self._epoch_outputs(finished_epoch, logger)
+                    self.epoch_outputs(finished_epoch, logger)
+                    if not done:
+                        done = self._after_epoch(finished_epoch)
                 else:
                     self._flush_rows()
             self._flush_rows()
@@ -230,26 +266,50 @@ class Trainer:
         self.run_dir.append_losses(self._pending_rows)
         self._pending_rows = []
 
-    def _epoch_outputs(self, epoch: int, logger: NeptuneLogger) -> None:
-        self.run_dir.plot_losses()
+    def epoch_outputs(self, epoch: int, logger: NeptuneLogger) -> None:
+        """Loss plot, sample grid and the recipe's own outputs of a checkpoint epoch."""
+        self.run_dir.plot_losses(self.validation.rows())
         images = self.recipe.sample_images()
         if images is not None:
             grid = image_grid(images)
             save_png_atomic(grid, self.run_dir.samples / self.recipe.sample_filename(epoch))
             logger.log_image("samples", grid, description=f"epoch {epoch}")
-        for name, image in self.recipe.on_epoch_end(epoch, self.run_dir).items():
+        for name, image in self.recipe.epoch_outputs(epoch, self.step, self.run_dir).items():
             logger.log_image(name, image, description=f"epoch {epoch}")
+
+    def run_validation(self, epoch: int, logger: NeptuneLogger, final: bool = False) -> dict[str, float]:
+        """The recipe's validation every ``validate_every`` epochs (and at the end of training);
+        appended to validation.csv, logged, and the best model kept."""
+        every = self.config.validate_every
+        if not every or not ((epoch + 1) % every == 0 or final):
+            return {}
+        if self.validation.has_step(self.step):
+            return {}
+        metrics = self.recipe.validate(epoch, self.step)
+        if not metrics:
+            return {}
+        improved = self.validation.append(self.step, epoch, metrics)
+        for name, value in metrics.items():
+            logger.log_scalar(f"validation/{name}", value, self.step)
+        if improved:
+            names = self.recipe.best_networks or tuple(self.recipe.networks)
+            export_networks({n: self.recipe.networks[n] for n in names}, self.run_dir.models, prefix="best_")
+        return metrics
+
+    def _after_epoch(self, epoch: int) -> bool:
+        """Apply the recipe's after-epoch decision; True when training should stop."""
+        decision: EpochDecision | None = self.recipe.after_epoch(epoch, self.step, self.run_dir)
+        if decision is None:
+            return False
+        if decision.rollback_to is not None:
+            self.rollback(decision.rollback_to)
+        elif decision.save_checkpoint:
+            self.save_checkpoint()
+        return self._max_steps_reached()
 
     def export(self) -> list[Path]:
         """Save every network as ``models/<name>.keras`` (atomic rename)."""
-        paths = []
-        for name, model in self.recipe.networks.items():
-            target = self.run_dir.models / f"{name}.keras"
-            temporary = target.with_name(f".tmp-{name}.keras")
-            model.save(temporary)
-            temporary.replace(target)
-            paths.append(target)
-        return paths
+        return export_networks(self.recipe.networks, self.run_dir.models)
 
 
 def save_generated(images: np.ndarray, folder: str | Path, prefix: str = "generated") -> list[Path]:

@@ -8,7 +8,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from tfmedgan.config import read_config
+from tfmedgan.engine.config import read_config
 from tfmedgan.data import png
 from tfmedgan.engine.rundir import save_figure_atomic
 from tfmedgan.errors import TfmedganError

@@ -29,7 +29,7 @@ import h5py
 import keras
 import numpy as np
 
-from tfmedgan.config import read_config
+from tfmedgan.engine.config import read_config
 from tfmedgan.errors import TfmedganError
 
 MODEL = "cyclegan-sr"

@@ -25,7 +25,7 @@ from typing import Sequence
 import keras
 import numpy as np
 
-from tfmedgan.config import read_config
+from tfmedgan.engine.config import read_config
 from tfmedgan.data.nifti import scale_to_unit_range
 from tfmedgan.errors import TfmedganError
 from tfmedgan.io.nifti import is_nifti_name, list_nifti, nifti_stem, pad_or_crop_center, read_volume, undo_center_pad, write_volume
@@ -70,14 +70,18 @@ def load_translator(
         if not folder.exists():
             raise TfmedganError(f"{folder}: no such run directory or model folder")
         if (folder / "config.json").is_file():
-            values = read_config(folder / "config.json")
-            if values.get("model") != "cyclegan3d":
-                raise TfmedganError(f"{folder} is a {values.get('model')!r} run, not a cyclegan3d run")
-            from tfmedgan.inference.generate import load_network
+            from tfmedgan.api import load_run
 
-            model = load_network(folder, f"generator_{direction.lower()}")
-            return model, tuple(int(s) for s in values["shape"])
-        found = _legacy_files(folder, direction) if folder.is_dir() else None
+            run = load_run(folder)
+            if run.spec.generates != "volumes":
+                raise TfmedganError(f"{folder} is a {run.spec.name} run, which does not translate NIfTI volumes")
+            model = run.network(f"generator_{direction.lower()}")
+            return model, tuple(int(s) for s in run.config.shape)
+        if folder.is_file() and folder.suffix.lower() in (".hdf5", ".h5"):  # the original G_A2B_model.hdf5 itself
+            json_path = folder.with_suffix(".json")
+            found = (json_path if json_path.is_file() else None), folder
+        else:
+            found = _legacy_files(folder, direction) if folder.is_dir() else None
         if found is None:
             raise TfmedganError(f"{folder}: neither a cyclegan3d run (config.json) nor a folder with G_{direction}_model.hdf5")
         legacy_json, legacy_hdf5 = found

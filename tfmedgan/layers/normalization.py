@@ -168,3 +168,30 @@ class InstanceNormalization(keras.layers.Layer):
             }
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="tfmedgan")
+class RunningStatisticsBatchNormalization(keras.layers.BatchNormalization):
+    """BatchNormalization that always normalises with its moving statistics.
+
+    Reproduces a PyTorch ``BatchNorm`` module kept in ``.eval()`` mode during training: whatever
+    ``training`` flag is passed, the layer uses ``moving_mean`` / ``moving_variance`` (which
+    therefore never change) while ``gamma`` and ``beta`` stay trainable.
+
+    Args:
+        **kwargs: as ``keras.layers.BatchNormalization``.
+
+    Example:
+        >>> layer = RunningStatisticsBatchNormalization(epsilon=1e-5, momentum=0.9)
+
+    Reference:
+        The microCT CycleGAN's discriminators (pvilla/3DCycleGaN), whose BatchNorm layers stayed
+        in eval mode while training.
+    """
+
+    def call(self, inputs, training=None, mask=None):  # noqa: D102 - see class docstring
+        return super().call(inputs, training=False, mask=mask)
+
+    def get_config(self) -> dict:
+        """Return the layer configuration (same arguments as ``BatchNormalization``)."""
+        return super().get_config()

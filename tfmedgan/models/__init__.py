@@ -1,32 +1,39 @@
-"""GAN recipes (networks + optimizers + one train step each) and the registry of models by name."""
+"""The models of tfmedgan, one module (or small package) each, and the registry: the only list of
+models. The command line, the Python API, ``--resume`` and ``generate_images/generate.py`` find a
+model here by the name stored in a run's ``config.json``.
+
+To add a model: write its module with a ``MODEL = ModelSpec(...)`` (see
+:mod:`tfmedgan.models.spec` and ``docs/architecture.md``), then add one line below.
+"""
 
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from tfmedgan.errors import TfmedganError
 
-#: model name -> (config class, recipe class), as "module:attribute" so imports stay lazy.
-REGISTRY: dict[str, tuple[str, str]] = {
-    "dcgan": ("tfmedgan.config:DCGANConfig", "tfmedgan.models.dcgan:DCGANRecipe"),
-    "stylegan2": ("tfmedgan.config:StyleGAN2Config", "tfmedgan.models.stylegan2:StyleGAN2Recipe"),
-    "cyclegan3d": ("tfmedgan.config:CycleGAN3DConfig", "tfmedgan.models.cyclegan:CycleGAN3DRecipe"),
-    "cyclegan-sr": ("tfmedgan.config:CycleGANSRConfig", "tfmedgan.models.cyclegan_sr:CycleGANSRRecipe"),
+#: model name -> the module that defines its ``MODEL`` spec (imported when first needed).
+REGISTRY: dict[str, str] = {
+    "dcgan": "tfmedgan.models.dcgan",
+    "stylegan2": "tfmedgan.models.stylegan2",
+    "cyclegan3d": "tfmedgan.models.cyclegan3d",
+    "cyclegan-sr": "tfmedgan.models.cyclegan_sr",
 }
 
 
-def _load(target: str):
-    module, attribute = target.split(":")
-    return getattr(importlib.import_module(module), attribute)
-
-
-def recipe_from_config(values: dict[str, Any]):
-    """Rebuild the recipe of a run from its stored config.json contents."""
-    from tfmedgan.config import config_from_dict
-
-    name = values.get("model")
+def get_model(name: str):
+    """The :class:`~tfmedgan.models.spec.ModelSpec` of a registered model."""
     if name not in REGISTRY:
-        raise TfmedganError(f"unknown model {name!r} in config (known: {', '.join(sorted(REGISTRY))})")
-    config_cls, recipe_cls = (_load(t) for t in REGISTRY[name])
-    return recipe_cls(config_from_dict(config_cls, values))
+        raise TfmedganError(f"unknown model {name!r} (known: {', '.join(REGISTRY)})")
+    return importlib.import_module(REGISTRY[name]).MODEL
+
+
+def all_models() -> list:
+    """Every registered model's spec, in registry order."""
+    return [get_model(name) for name in REGISTRY]
+
+
+def recipe_from_config(values: dict):
+    """Rebuild the (unbuilt) recipe of a run from its stored ``config.json`` contents."""
+    spec = get_model(values.get("model", ""))
+    return spec.build_recipe(spec.config_from_dict(values))

@@ -1,25 +1,68 @@
-"""Seed 003 recipe: DCGAN on 2D brain slices (BCE from logits, simultaneous G and D updates)."""
+"""DCGAN on 2D brain MRI slices (seed 003: Amy Zhao's DCGAN on OASIS slices).
+
+BCE from logits, simultaneous generator and discriminator updates; the defaults are the original's
+hard-coded values. Networks: :mod:`tfmedgan.networks.dcgan`.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfmedgan import losses
-from tfmedgan.config import DCGANConfig
+from tfmedgan.engine.config import EngineConfig, option
 from tfmedgan.engine.distribute import average_loss, global_batch_size, replica_slice
-from tfmedgan.engine.launch import launch
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
-from tfmedgan.engine.rundir import RunDirectory
-from tfmedgan.engine.trainer import save_generated
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models.base import SliceGANRecipe
+from tfmedgan.models.slices import SSIM_COMMAND, SliceRecipe, sample_slices
+from tfmedgan.models.spec import ModelSpec, Positional
 from tfmedgan.networks import dcgan as networks
 
 
-class DCGANRecipe(SliceGANRecipe):
+@dataclasses.dataclass
+class DCGANConfig(EngineConfig):
+    """The DCGAN's options; defaults are the original's hard-coded values.
+
+    Attributes:
+        data_dirs: folders of PNG/JPEG slices, searched recursively and concatenated.
+        resolution: image size (multiple of 8); the original used the OASIS 256 px slices.
+        channels: 1 (grayscale) or 3 (RGB).
+        latent: latent vector length.
+        lr_g, lr_d: Adam learning rates of generator and discriminator.
+        beta_1: Adam beta_1 of both optimizers (the original kept Keras' default 0.9).
+        dropout: discriminator dropout rate.
+        n_samples: images in the per-epoch sample grid (fixed latents).
+    """
+
+    model = "dcgan"
+    data_dirs: list[str] = dataclasses.field(default_factory=list)
+    resolution: int = option(256, "image size, a multiple of 8")
+    channels: int = option(1, "1 grayscale, 3 RGB", choices=(1, 3))
+    latent: int = option(256, "latent vector length")
+    batch: int = option(10, "global batch size", group="training engine")
+    epochs: int = option(200, "number of epochs", group="training engine")
+    lr_g: float = option(2e-4, "generator Adam learning rate")
+    lr_d: float = option(1e-4, "discriminator Adam learning rate")
+    beta_1: float = option(0.9, "Adam beta_1 of both optimizers", aliases=("--beta",))
+    dropout: float = option(0.4, "discriminator dropout rate")
+    n_samples: int = option(16, "images in the sample grid")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.resolution < 8 or self.resolution % 8:
+            raise TfmedganError(f"--resolution must be a multiple of 8 (the generator upsamples 3 times), got {self.resolution}")
+        if self.channels not in (1, 3):
+            raise TfmedganError(f"--channels must be 1 or 3, got {self.channels}")
+        if self.latent < 1 or self.n_samples < 1:
+            raise TfmedganError("--latent and --n-samples must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise TfmedganError(f"--dropout must be in [0, 1), got {self.dropout}")
+
+
+class DCGANRecipe(SliceRecipe):
     """Networks, optimizers and train step of the seed-003 DCGAN.
 
     One step, as the original ``train_step``: fake = G(z); D sees the real batch and the fake
@@ -48,9 +91,6 @@ class DCGANRecipe(SliceGANRecipe):
         }
         self.fixed_latents = tf.random.stateless_normal((config.n_samples, config.latent), seed=(config.seed, 7))
 
-    def build_networks_only(self) -> None:
-        self.build()
-
     def optimizer_variables(self) -> dict[str, list]:
         return {name: self.networks[name].trainable_variables for name in self.optimizers}
 
@@ -75,10 +115,22 @@ class DCGANRecipe(SliceGANRecipe):
     def sample_images(self) -> np.ndarray:
         return self.networks["generator"](self.fixed_latents, training=False).numpy()
 
-    def on_train_end(self, run_dir: RunDirectory) -> None:
-        save_generated(self.sample_images(), run_dir.path / "generated")
 
 
-def train(config: DCGANConfig, run_dir: str | None = None, **kwargs) -> tuple[RunDirectory, dict]:
+MODEL = ModelSpec(
+    name="dcgan",
+    config_class=DCGANConfig,
+    recipe="tfmedgan.models.dcgan:DCGANRecipe",
+    help="DCGAN on 2D brain slices (seed 003)",
+    description="Train the DCGAN on folders of PNG/JPEG slices (searched recursively and concatenated), "
+    "e.g. the OASIS keras_png_slices_train/test/validate folders.",
+    positionals=(Positional("data_dirs", "DATA_DIR", variadic=True, sample_data=True), Positional("output_dir", "OUTPUT_DIR")),
+    sample_data=sample_slices,
+    generates="images",
+    commands=(SSIM_COMMAND,),
+)
+
+
+def train(config: DCGANConfig, run_dir: str | None = None, **kwargs):
     """Train a DCGAN from ``config``; ``run_dir`` resumes an existing run. Returns (run dir, summary)."""
-    return launch(DCGANRecipe(config), resume=run_dir, **kwargs)
+    return MODEL.train(config, run_dir=run_dir, **kwargs)

@@ -23,25 +23,94 @@ interrupted and resumed run repeats the uninterrupted one exactly.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable
+import dataclasses
+import math
+from typing import Any, Callable
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from tfmedgan import losses
-from tfmedgan.config import StyleGAN2Config
+from tfmedgan.engine.config import EngineConfig, option
 from tfmedgan.engine.distribute import average_loss, global_batch_size, replica_slice
-from tfmedgan.engine.launch import launch
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
-from tfmedgan.engine.rundir import RunDirectory
-from tfmedgan.engine.trainer import save_generated
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models.base import SliceGANRecipe
+from tfmedgan.models.slices import SSIM_COMMAND, SliceRecipe, sample_slices
+from tfmedgan.models.spec import ModelSpec, Positional
 from tfmedgan.networks import stylegan2 as networks
 
-__all__ = ["StyleGAN2Recipe", "fade_in_alpha", "gradient_penalty", "train"]
+__all__ = ["StyleGAN2Config", "StyleGAN2Recipe", "PRESETS", "MODEL", "fade_in_alpha", "gradient_penalty", "train"]
+
+
+#: The authors' recommended settings per resolution (readme table): epochs, fade_in_base, batch,
+#: lr; the architecture values are the original run.py configs for 64/128 and the README's
+#: example for 256.
+PRESETS: dict[str, dict[str, Any]] = {
+    "64": dict(resolution=64, epochs=30, fade_in_base=40.0, batch=128, lr=2e-4,
+               g_input_res=4, g_init_filters=512, d_final_res=4, d_input_filters=64),
+    "128": dict(resolution=128, epochs=30, fade_in_base=40.0, batch=64, lr=2e-4,
+                g_input_res=8, g_init_filters=512, d_final_res=8, d_input_filters=32),
+    "256": dict(resolution=256, epochs=40, fade_in_base=80.0, batch=64, lr=1e-4,
+                g_input_res=8, g_init_filters=512, d_final_res=8, d_input_filters=32),
+}
+
+
+@dataclasses.dataclass
+class StyleGAN2Config(EngineConfig):
+    """The simplified residual StyleGAN2's options; defaults are the original run.py's.
+
+    Attributes:
+        data_dir: folder of PNG/JPEG slices (searched recursively).
+        g_input_res, g_init_filters: generator reshape resolution and filters after the Dense.
+        d_final_res, d_input_filters: discriminator resolution after the last residual block and
+            filters of fromRGB / the first block.
+        fade_in_base: alpha = epoch / fade_in_base, clipped to [0, 1].
+        resolution, channels, latent, lr, beta_1: as the original options (``--beta``).
+        n_samples: number of preview images in the per-epoch grid (the original ``--val``).
+        loss: ``bce`` (the original) or ``wgan-gp`` (the variant the authors tried: GP weight 10,
+            2 critic steps per generator step).
+        minibatch_std: ``channel`` (intended) or ``row`` (the original's quirk, for its weights).
+        pixel_norm_axis: -1 normalises over channels (intended); 1 reproduces the original.
+        clip_alpha: clip the fade-in to [0, 1] (the original did not).
+    """
+
+    model = "stylegan2"
+    renamed_fields = {"beta": "beta_1", "val": "n_samples"}
+    data_dir: str = ""
+    g_input_res: int = 4
+    g_init_filters: int = 512
+    d_final_res: int = 4
+    d_input_filters: int = 64
+    fade_in_base: float = 40.0
+    resolution: int = option(64, "image resolution (power of two)")
+    channels: int = option(1, "1 grayscale, 3 RGB", choices=(1, 3))
+    latent: int = option(100, "latent dimension")
+    batch: int = option(128, "global batch size", group="training engine")
+    epochs: int = option(20, "number of epochs", group="training engine")
+    lr: float = option(2e-4, "Adam learning rate of G and D")
+    beta_1: float = option(0.5, "Adam beta_1", aliases=("--beta",))
+    n_samples: int = option(16, "number of preview images per epoch grid", aliases=("--val",))
+    seed: int = option(1, "random seed (Python, NumPy, TensorFlow)", group="training engine")
+    loss: str = option("bce", "adversarial loss", choices=("bce", "wgan-gp"))
+    gp_weight: float = option(10.0, "gradient penalty weight (wgan-gp)")
+    n_critic: int = option(2, "critic steps per generator step (wgan-gp)")
+    minibatch_std: str = option("channel", "minibatch stddev appended as channel (intended) or row (original)",
+                                choices=("channel", "row"))
+    pixel_norm_axis: int = option(-1, "PixelNorm axis: -1 channels, 1 the original's rows")
+    clip_alpha: bool = option(True, "clip the fade-in alpha to [0, 1]", negative="--no-clip-alpha")
+
+    def validate(self) -> None:
+        super().validate()
+        networks.validate_config(self.resolution, self.g_input_res, self.d_final_res, self.batch, channels=self.channels)
+        if self.loss not in ("bce", "wgan-gp"):
+            raise TfmedganError(f"--loss must be bce or wgan-gp, got {self.loss!r}")
+        if self.minibatch_std not in ("channel", "row"):
+            raise TfmedganError(f"--minibatch-std must be channel or row, got {self.minibatch_std!r}")
+        if not math.isfinite(self.fade_in_base) or self.fade_in_base <= 0:
+            raise TfmedganError(f"fade_in_base must be positive, got {self.fade_in_base}")
+        if self.n_samples < 1 or self.latent < 1 or self.n_critic < 1:
+            raise TfmedganError("--val, --latent and --n-critic must be positive")
 
 #: Minibatch standard deviation group size of the discriminator (4 in the original).
 GROUP_SIZE = 4
@@ -126,14 +195,13 @@ def gradient_penalty(
     return tf.square(norms - 1.0)
 
 
-class StyleGAN2Recipe(SliceGANRecipe):
+class StyleGAN2Recipe(SliceRecipe):
     """Data, networks, optimizers and train step of the seed-004 simplified residual StyleGAN2.
 
     Args:
-        config: a :class:`~tfmedgan.config.StyleGAN2Config`.
+        config: a :class:`StyleGAN2Config`.
 
     Example:
-        >>> from tfmedgan.config import StyleGAN2Config
         >>> recipe = StyleGAN2Recipe(StyleGAN2Config(resolution=32, g_input_res=4, g_init_filters=32,
         ...                                          d_final_res=4, d_input_filters=8, latent=8, batch=4))
         >>> recipe.build_networks_only()
@@ -194,14 +262,11 @@ class StyleGAN2Recipe(SliceGANRecipe):
             ),
         }
         self.optimizers = {
-            name: wrap_optimizer(keras.optimizers.Adam(learning_rate=config.lr, beta_1=config.beta), config.precision)
+            name: wrap_optimizer(keras.optimizers.Adam(learning_rate=config.lr, beta_1=config.beta_1), config.precision)
             for name in ("generator", "discriminator")
         }
         self.alpha = tf.Variable(0.0, trainable=False, dtype=tf.float32, name="fade_in_alpha")
-        self.fixed_latents = tf.random.stateless_normal((config.val, config.latent), seed=(config.seed, 7))
-
-    def build_networks_only(self) -> None:
-        self.build()
+        self.fixed_latents = tf.random.stateless_normal((config.n_samples, config.latent), seed=(config.seed, 7))
 
     def optimizer_variables(self) -> dict[str, list]:
         return {name: self.networks[name].trainable_variables for name in self.optimizers}
@@ -308,25 +373,43 @@ class StyleGAN2Recipe(SliceGANRecipe):
 
     # -- outputs ---------------------------------------------------------------------------------
     def sample_images(self) -> np.ndarray:
-        """G(fixed latents) in inference mode: ``val`` images [val, R, R, channels]."""
+        """G(fixed latents) in inference mode: ``n_samples`` images [n_samples, R, R, channels]."""
         return np.asarray(self.networks["generator"](self.fixed_latents, training=False), dtype=np.float32)
 
     def sample_filename(self, epoch: int) -> str:
         return f"image_at_epoch_{epoch}.png"
 
-    def on_train_end(self, run_dir: RunDirectory) -> None:
-        save_generated(self.sample_images(), Path(run_dir.path) / "generated")
 
 
-def train(config: StyleGAN2Config, run_dir: str | None = None, **kwargs) -> tuple[RunDirectory, dict]:
-    """Train the seed-004 StyleGAN2 from ``config``; ``run_dir`` resumes an existing run.
+POSITIONALS = ("g_input_res", "g_init_filters", "d_final_res", "d_input_filters", "fade_in_base")
+
+MODEL = ModelSpec(
+    name="stylegan2",
+    config_class=StyleGAN2Config,
+    recipe="tfmedgan.models.stylegan2:StyleGAN2Recipe",
+    help="simplified residual StyleGAN2 on 2D brain slices (seed 004)",
+    description="Train the generative model to produce high resolution images. Positional arguments as the "
+    "original run.py: data_dir output_dir g_input_res g_init_filters d_final_res d_input_filters fade_in_base. "
+    "With --preset only data_dir output_dir are needed; with --sample-data data_dir is left out.",
+    positionals=(Positional("data_dir", "data_dir", sample_data=True), Positional("output_dir", "output_dir"))
+    + tuple(Positional(field, field, kind="float" if field == "fade_in_base" else "int", optional_with_preset=True)
+            for field in POSITIONALS),
+    presets=PRESETS,
+    sample_data=sample_slices,
+    generates="images",
+    commands=(SSIM_COMMAND,),
+)
+
+
+def train(config: StyleGAN2Config, run_dir: str | None = None, **kwargs):
+    """Train the StyleGAN2 from ``config``; ``run_dir`` resumes an existing run.
 
     Args:
         config: the run configuration.
         run_dir: an existing run directory to continue from its newest checkpoint.
-        **kwargs: passed to :func:`tfmedgan.engine.launch.launch` (``progress``, ``stop_after_steps``).
+        **kwargs: ``progress``, ``stop_after_steps``.
 
     Returns:
         (run directory, summary dict).
     """
-    return launch(StyleGAN2Recipe(config), resume=run_dir, **kwargs)
+    return MODEL.train(config, run_dir=run_dir, **kwargs)

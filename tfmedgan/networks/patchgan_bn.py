@@ -37,6 +37,7 @@ from collections.abc import Sequence
 import keras
 
 from tfmedgan.errors import TfmedganError
+from tfmedgan.layers.normalization import RunningStatisticsBatchNormalization
 
 DEFAULT_INPUT_SHAPE = (None, None, None, 1)
 
@@ -44,23 +45,6 @@ DEFAULT_INPUT_SHAPE = (None, None, None, 1)
 ORIGINAL_TRAINABLE_PARAMETERS = 11_048_769
 #: Keras ``count_params()`` of the same network (moving mean / variance included)
 KERAS_PARAMETER_COUNT = 11_050_561
-
-
-@keras.saving.register_keras_serializable(package="tfmedgan")
-class RunningStatisticsBatchNormalization(keras.layers.BatchNormalization):
-    """BatchNormalization that always normalises with its moving statistics.
-
-    Reproduces a PyTorch ``BatchNorm`` module kept in ``.eval()`` mode during training: whatever
-    ``training`` flag is passed, the layer uses ``moving_mean`` / ``moving_variance`` (which
-    therefore never change) while ``gamma`` and ``beta`` stay trainable.
-    """
-
-    def call(self, inputs, training=None, mask=None):  # noqa: D102 - see class docstring
-        return super().call(inputs, training=False, mask=mask)
-
-    def get_config(self) -> dict:
-        """Return the layer configuration (same arguments as ``BatchNormalization``)."""
-        return super().get_config()
 
 
 def _is_integer(value: object) -> bool:

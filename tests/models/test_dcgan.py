@@ -1,4 +1,4 @@
-"""The shared engine, exercised through the (tiny) DCGAN recipe."""
+"""The DCGAN through the shared engine: run directory, exact resume, mirrored step, precision, Neptune."""
 
 import csv
 import json
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tfmedgan.config import DCGANConfig
+from tfmedgan.models.dcgan import DCGANConfig
 from tfmedgan.engine.launch import launch
 from tfmedgan.engine.trainer import Interrupted, Trainer
 from tfmedgan.engine.rundir import RunDirectory

@@ -1,0 +1,515 @@
+"""3D CycleGAN T1w <-> T2w on whole NIfTI volumes (seed 000: DCAN-Labs/MR-Image-Translation).
+
+ResNet generators and PatchGAN discriminators on whole volumes (:mod:`tfmedgan.networks`), LSGAN,
+cycle / supervised / identity L1, image pools and linear learning-rate decay (shared CycleGAN parts
+in :mod:`tfmedgan.models.cyclegan`).
+
+One training step (seed 000, ``CycleGAN_3D.py``)::
+
+    fake_B = G_A2B(A), fake_A = G_B2A(B)                (inference, through the image pools)
+    D update:  0.5 [LSGAN(D_A(A), 1) + LSGAN(D_A(pool(fake_A)), 0)] + same for D_B
+    generator_updates x G update on the same batch:
+        1 * LSGAN(D_B(G_A2B(A)), 1) + 1 * LSGAN(D_A(G_B2A(B)), 1)
+        + lambda_cycle * [L1(G_B2A(G_A2B(A)), A) + L1(G_A2B(G_B2A(B)), B)]
+        + lambda_supervised * [L1(G_A2B(A), B) + L1(G_B2A(B), A)]      (paired data only)
+    every identity_every-th step: lambda_identity * [L1(G_A2B(B), B) + L1(G_B2A(A), A)]
+
+Memory of the image pools: ``2 * pool_size * x*y*z * 4`` bytes, e.g. 1.83 GB for the original
+50 volumes of 156x188x156 (they are also part of every checkpoint); lower it with ``--pool-size``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfmedgan import losses
+from tfmedgan.data import nifti as nifti_data
+from tfmedgan.engine.config import EngineConfig, option
+from tfmedgan.engine.distribute import average_loss, global_batch_size
+from tfmedgan.engine.memory import after, checkpointed_call
+from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
+from tfmedgan.errors import TfmedganError
+from tfmedgan.models.cyclegan import CycleGANBase, ImagePool, decayed_learning_rate
+from tfmedgan.models.spec import ModelSpec, Positional
+from tfmedgan.networks.patchgan import build_patchgan_discriminator
+from tfmedgan.networks.resnet_translator import build_resnet_generator, valid_input_shape
+
+#: Network presets of the original code (explicit options win).
+PRESETS: dict[str, dict[str, Any]] = {
+    "gan_3d": dict(base_filters=64, n_downsamplings=2, n_residual_blocks=8, d_layers=3, norm="zslice"),
+}
+
+# salts of the stateless random draws of a step
+_SALT_POOL_A, _SALT_POOL_B = 11, 21
+
+
+@dataclasses.dataclass
+class CycleGAN3DConfig(EngineConfig):
+    """The 3D CycleGAN's options; defaults are the original CycleGAN_3D.py's values.
+
+    Attributes:
+        data_dir: folder holding ``trainA``/``trainB`` (and optionally ``testA``/``testB``) NIfTIs.
+        shape: model input spatial shape ``[x, y, z]``; empty = the largest training volume shape
+            rounded up to a shape the generator accepts. Given shapes are rounded up the same way.
+        norm: instance normalisation ``channel`` (per channel, intended) or ``zslice`` (per index
+            of the last spatial axis, the original's keras-contrib ``axis=3`` quirk).
+        base_filters, n_downsamplings, n_residual_blocks: generator size (original 32, 1, 1).
+        preset: ``""`` or ``gan_3d`` (the deeper GAN_3D.py networks); explicit options win.
+        d_layers, d_filters: stride-2 blocks and first-layer filters of the PatchGAN (1, 64).
+        lr, beta_1, beta_2: Adam of generators and discriminators.
+        decay_epoch: the learning rates fall linearly towards 0 from this epoch to ``epochs``
+            (no decay when ``epochs <= decay_epoch``).
+        lambda_cycle, lambda_supervised, lambda_identity: loss weights (10, 40, 1).
+        supervised: add the supervised L1 terms (needs co-registered pairs; ``--unpaired`` = off).
+        identity_every: identity L1 update every N steps (0 = never).
+        generator_updates: generator updates per discriminator update (2).
+        pool_size: history of generated volumes per domain shown to the discriminators (50).
+        recompute: gradient checkpointing of the generators: their activations are recomputed
+            in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
+    """
+
+    model = "cyclegan3d"
+    data_dir: str = ""
+    shape: list[int] = option(help="model input shape X Y Z (rounded up to a valid shape; default: largest "
+                              "training volume, rounded up)", nargs=3, type=int, metavar=("X", "Y", "Z"),
+                              default_factory=list)
+    norm: str = option("channel", "instance norm per channel, or per Z slice (the original)", choices=("channel", "zslice"))
+    base_filters: int = option(32, "generator filters of the first convolution")
+    n_downsamplings: int = option(1, "generator down-/up-sampling stages")
+    n_residual_blocks: int = option(1, "generator residual blocks")
+    preset: str = ""
+    d_layers: int = option(1, "PatchGAN stride-2 blocks")
+    d_filters: int = option(64, "PatchGAN filters of the first convolution")
+    lr: float = option(2e-4, "Adam learning rate of generators and discriminators")
+    beta_1: float = option(0.5, "Adam beta_1")
+    beta_2: float = option(0.999, "Adam beta_2")
+    epochs: int = option(150, "number of epochs", group="training engine")
+    decay_epoch: int = option(75, "linear learning-rate decay to 0 from this epoch")
+    batch: int = option(1, "global batch size", group="training engine")
+    lambda_cycle: float = option(10.0, "weight of the cycle L1 losses")
+    lambda_supervised: float = option(40.0, "weight of the supervised L1 losses (paired data)")
+    lambda_identity: float = option(1.0, "weight of the identity L1 losses")
+    supervised: bool = option(True, "unpaired data: no supervised loss, no pair checks, unequal counts allowed",
+                              negative="--unpaired")
+    identity_every: int = option(10, "identity update every N steps (0: never)")
+    generator_updates: int = option(2, "generator updates per discriminator update")
+    pool_size: int = option(50, "fake-volume history per domain (memory: 2 x N volumes)")
+    recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
+    seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.norm not in ("channel", "zslice"):
+            raise TfmedganError(f"--norm must be channel or zslice, got {self.norm!r}")
+        if self.preset not in ("", *PRESETS):
+            raise TfmedganError(f"--preset must be gan_3d (or empty), got {self.preset!r}")
+        if self.shape and (len(self.shape) != 3 or any(int(size) < 1 for size in self.shape)):
+            raise TfmedganError(f"--shape needs three positive sizes X Y Z, got {self.shape}")
+        self.check_at_least(1, "base_filters", "d_layers", "d_filters", "generator_updates")
+        self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
+                            "lambda_cycle", "lambda_supervised", "lambda_identity", "decay_epoch")
+
+
+class CycleGAN3DRecipe(CycleGANBase):
+    """Seed 000: ResNet generators and 1-layer PatchGANs on whole NIfTI volumes, LSGAN.
+
+    Example:
+        >>> recipe = CycleGAN3DRecipe(CycleGAN3DConfig(data_dir="data/MR_crop", shape=[160, 192, 160]))  # doctest: +SKIP
+    """
+
+    config: CycleGAN3DConfig
+
+    def adversarial_loss(self, outputs: tf.Tensor, target: float) -> tf.Tensor:
+        """Per-example adversarial loss (LSGAN for seed 000)."""
+        return losses.least_squares(outputs, target)
+
+    def make_optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
+        """One Adam for both generators and one for both discriminators (as the original)."""
+        config = self.config
+        return {
+            "generators": wrap_optimizer(keras.optimizers.Adam(config.lr, beta_1=config.beta_1, beta_2=config.beta_2), config.precision),
+            "discriminators": wrap_optimizer(keras.optimizers.Adam(config.lr, beta_1=config.beta_1, beta_2=config.beta_2), config.precision),
+        }
+
+    def weights(self) -> dict[str, float]:
+        """Loss weights: adversarial (G), discriminator, cycle, supervised, identity."""
+        config = self.config
+        return {
+            "adversarial": 1.0,
+            "discriminator": 0.5,
+            "cycle": float(config.lambda_cycle),
+            "supervised": float(config.lambda_supervised) if config.supervised else 0.0,
+            "identity": float(config.lambda_identity),
+        }
+
+    # -- networks --------------------------------------------------------------------------------
+    def build(self, num_replicas: int = 1) -> None:
+        self.build_networks_only()
+        self.build_generator_calls()
+        self.optimizers = self.make_optimizers()
+        shape = tuple(self.model_shape()) + (1,)
+        self.pools = {
+            "a": ImagePool(self.config.pool_size, shape, "pool_a"),
+            "b": ImagePool(self.config.pool_size, shape, "pool_b"),
+        }
+
+    #: How ``--recompute`` wraps a generator (see :data:`tfmedgan.engine.memory.RECOMPUTE_MODES`).
+    recompute_mode: str = "nested"
+
+    def build_generator_calls(self) -> None:
+        """The functions the generator updates call: plain, or gradient-checkpointed with --recompute.
+
+        With ``--recompute`` every generator call of an update is also ordered after the previous
+        one (:func:`tfmedgan.engine.memory.after`), so the backward pass recomputes one generator
+        at a time instead of several in parallel.
+        """
+        recompute = bool(getattr(self.config, "recompute", False))
+        self.generator_order = after if recompute else (lambda inputs, previous: inputs)
+        self.generator_calls = {}
+        for name in ("generator_a2b", "generator_b2a"):
+            model = self.networks[name]
+            if recompute:
+                self.generator_calls[name] = checkpointed_call(model, self.checkpoint_boundaries(name), self.recompute_mode)
+            else:
+                self.generator_calls[name] = lambda inputs, model=model: model(inputs, training=True)
+
+    def state_variables(self) -> list[tf.Variable]:
+        return self.pools["a"].variables + self.pools["b"].variables
+
+    # -- schedule --------------------------------------------------------------------------------
+    def on_epoch_begin(self, epoch: int) -> dict[str, float]:
+        config = self.config
+        rate = decayed_learning_rate(config.lr, epoch, config.epochs, config.decay_epoch)
+        for optimizer in self.optimizers.values():
+            inner = getattr(optimizer, "inner_optimizer", optimizer)
+            inner.learning_rate.assign(rate)
+        return {"lr": rate}
+
+    # -- training --------------------------------------------------------------------------------
+    def train_step(self, batch: Any, step: tf.Tensor) -> dict[str, tf.Tensor]:
+        real_a, real_b = batch
+        n = self.networks
+        g_a2b, g_b2a, d_a, d_b = n["generator_a2b"], n["generator_b2a"], n["discriminator_a"], n["discriminator_b"]
+        g_opt, d_opt = self.optimizers["generators"], self.optimizers["discriminators"]
+        w = self.weights()
+        total = global_batch_size(tf.shape(real_a)[0])
+        g_vars = g_a2b.trainable_variables + g_b2a.trainable_variables
+        d_vars = d_a.trainable_variables + d_b.trainable_variables
+
+        # discriminators, on fakes drawn through the pools
+        if not hasattr(self, "generator_calls"):
+            self.build_generator_calls()
+        then = self.generator_order
+        fake_b = tf.stop_gradient(g_a2b(real_a, training=False))
+        fake_a = tf.stop_gradient(g_b2a(then(real_b, fake_b), training=False))
+        pooled_a = self.pools["a"].query(fake_a, self.noise_seed(step, _SALT_POOL_A))
+        pooled_b = self.pools["b"].query(fake_b, self.noise_seed(step, _SALT_POOL_B))
+        with tf.GradientTape() as tape:
+            d_a_loss = w["discriminator"] * (
+                average_loss(self.adversarial_loss(d_a(real_a, training=True), 1.0), total)
+                + average_loss(self.adversarial_loss(d_a(pooled_a, training=True), 0.0), total)
+            )
+            d_b_loss = w["discriminator"] * (
+                average_loss(self.adversarial_loss(d_b(real_b, training=True), 1.0), total)
+                + average_loss(self.adversarial_loss(d_b(pooled_b, training=True), 0.0), total)
+            )
+            d_scaled = scale_loss(d_opt, d_a_loss + d_b_loss)
+        apply_gradients(d_opt, tape, d_scaled, d_vars)
+
+        # generators, generator_updates times on the same batch
+        a2b, b2a = self.generator_calls["generator_a2b"], self.generator_calls["generator_b2a"]
+        for _ in range(int(self.config.generator_updates)):
+            with tf.GradientTape() as tape:
+                fake_b = a2b(real_a)
+                fake_a = b2a(then(real_b, fake_b))
+                rec_a = b2a(then(fake_b, fake_a))
+                rec_b = a2b(then(fake_a, rec_a))
+                adv_a = average_loss(self.adversarial_loss(d_a(fake_a, training=True), 1.0), total)
+                adv_b = average_loss(self.adversarial_loss(d_b(fake_b, training=True), 1.0), total)
+                cycle_a = average_loss(losses.l1(rec_a, real_a), total)
+                cycle_b = average_loss(losses.l1(rec_b, real_b), total)
+                g_loss = w["adversarial"] * (adv_a + adv_b) + w["cycle"] * (cycle_a + cycle_b)
+                if w["supervised"]:
+                    supervised_a = average_loss(losses.l1(fake_a, real_a), total)
+                    supervised_b = average_loss(losses.l1(fake_b, real_b), total)
+                    g_loss += w["supervised"] * (supervised_a + supervised_b)
+                g_scaled = scale_loss(g_opt, g_loss)
+            apply_gradients(g_opt, tape, g_scaled, g_vars)
+
+        result = {
+            "d_a": d_a_loss, "d_b": d_b_loss, "g": g_loss, "adv_a": adv_a, "adv_b": adv_b,
+            "cycle_a": cycle_a, "cycle_b": cycle_b,
+        }
+        if w["supervised"]:
+            result.update(supervised_a=supervised_a, supervised_b=supervised_b)
+        every = int(self.config.identity_every)
+        if every:
+            def identity_update() -> tf.Tensor:
+                with tf.GradientTape() as tape:
+                    same_b = a2b(real_b)
+                    same_a = b2a(then(real_a, same_b))
+                    loss = w["identity"] * (
+                        average_loss(losses.l1(same_b, real_b), total) + average_loss(losses.l1(same_a, real_a), total)
+                    )
+                    scaled = scale_loss(g_opt, loss)
+                apply_gradients(g_opt, tape, scaled, g_vars)
+                return loss
+
+            result["identity"] = tf.cond(
+                tf.equal(tf.math.floormod(tf.cast(step, tf.int64), every), 0), identity_update, lambda: tf.constant(0.0)
+            )
+        return result
+
+
+    # -- data ------------------------------------------------------------------------------------
+    def _train_pairs(self) -> list[nifti_data.Pair]:
+        if not self.config.data_dir:
+            raise TfmedganError("no data folder given: DATA_DIR must hold trainA and trainB")
+        if not hasattr(self, "_pairs"):
+            self._pairs = nifti_data.paired_files(self.config.data_dir, "train", paired=self.config.supervised)
+        return self._pairs
+
+    def _test_pairs(self) -> list[nifti_data.Pair]:
+        data = Path(self.config.data_dir)
+        if (data / "testA").is_dir() and (data / "testB").is_dir():
+            return nifti_data.paired_files(data, "test", paired=self.config.supervised)
+        return []
+
+    def resolve_shape(self, largest: tuple[int, int, int] | None = None) -> tuple[int, int, int]:
+        """Set ``config.shape`` to a valid input shape (from the data when not given) and return it."""
+        config = self.config
+        if config.shape:
+            wanted = tuple(int(s) for s in config.shape)
+        else:
+            wanted = largest or nifti_data.largest_shape(self._train_pairs())
+        valid = valid_input_shape(wanted, config.n_downsamplings)
+        if config.shape and valid != wanted:
+            print(f"note: --shape {list(wanted)} is not accepted by the generator; using {list(valid)} (padded)", file=sys.stderr)
+        config.shape = list(valid)
+        self._shape_resolved = True
+        return valid
+
+    def model_shape(self) -> tuple[int, int, int]:
+        if getattr(self, "_shape_resolved", False):
+            return tuple(self.config.shape)
+        return self.resolve_shape()
+
+    def prepare_data(self, num_replicas: int = 1) -> None:
+        config = self.config
+        pairs = self._train_pairs()
+        max_shape = None
+        if config.shape:
+            max_shape = self.resolve_shape()
+        largest = nifti_data.validate_pairs(pairs, paired=config.supervised, max_shape=max_shape)
+        if not config.shape:
+            self.resolve_shape(largest)
+        test = self._test_pairs()
+        sample = test[:1] if test else pairs[:1]
+        nifti_data.validate_pairs(sample, paired=config.supervised, max_shape=self.model_shape(), progress=False)
+        self._sample_files = sample[0]
+        self.drop_remainder = num_replicas > 1
+        if self.drop_remainder and config.batch % num_replicas:
+            raise TfmedganError(f"--batch {config.batch} is not divisible by the {num_replicas} replicas")
+        if self.drop_remainder and len(pairs) < config.batch:
+            raise TfmedganError(f"{len(pairs)} volume pairs are fewer than one batch of {config.batch}")
+        count = len(pairs)
+        self.steps_per_epoch = count // config.batch if self.drop_remainder else int(np.ceil(count / config.batch))
+
+    def dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
+        config = self.config
+        return nifti_data.volume_pair_dataset(
+            self._train_pairs(), self.model_shape(), config.batch, config.seed, epoch,
+            drop_remainder=getattr(self, "drop_remainder", False),
+        ).skip(skip_batches)
+
+    def sample_pair(self) -> tuple[np.ndarray, np.ndarray]:
+        if not hasattr(self, "_sample"):
+            files = getattr(self, "_sample_files", None) or (self._test_pairs() or self._train_pairs())[0]
+            shape = self.model_shape()
+            self._sample = (nifti_data.load_model_input(files[0], shape), nifti_data.load_model_input(files[1], shape))
+        return self._sample
+
+    # -- networks --------------------------------------------------------------------------------
+    def _network_input_shape(self) -> tuple:
+        """Spatial sizes are dynamic (any valid shape at inference) except Z with zslice norm."""
+        shape = self.model_shape()
+        if self.config.norm == "zslice":
+            return (None, None, shape[2], 1)
+        return (None, None, None, 1)
+
+    def build_generator(self, name: str) -> keras.Model:
+        config = self.config
+        return build_resnet_generator(
+            self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
+            norm=config.norm, name=name,
+        )
+
+    def checkpoint_boundaries(self, name: str) -> list[str]:
+        """Cut the ResNet generator after every down-sampling stage, residual block and
+        up-sampling stage.
+
+        Measured at 96^3 (one generator, forward + backward, in units U of one full-resolution
+        32-channel float32 tensor): no recompute 12.6 U, whole model 13.8 U, these cuts 7.3 U;
+        also cutting after the stem costs 8.3 U, and not after the last up-sampling 10.6 U.
+        """
+        config = self.config
+        names = [f"down{stage}_relu" for stage in range(1, config.n_downsamplings + 1)]
+        names += [f"res{block}_add" for block in range(1, config.n_residual_blocks + 1)]
+        names += [f"up{stage}_relu" for stage in range(1, config.n_downsamplings + 1)]
+        return names
+
+    def build_discriminator(self, name: str) -> keras.Model:
+        config = self.config
+        return build_patchgan_discriminator(
+            self._network_input_shape(), base_filters=config.d_filters, n_layers=config.d_layers, norm=config.norm, name=name
+        )
+
+    # -- dry run ---------------------------------------------------------------------------------
+    def dry_run_extra(self) -> dict[str, Any]:
+        estimate = estimate_training_memory(self.config, self.model_shape())
+        return {"shape": list(self.model_shape()), "memory_estimate_gib": round(estimate["total"] / 2**30, 3),
+                "memory_estimate_parts_gib": {k: round(v / 2**30, 3) for k, v in estimate.items() if k != "total"}}
+
+
+#: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).
+MEMORY_RUNTIME_BYTES = 1.0 * 2**30
+MEMORY_BACKWARD_TRANSIENT = 3.0
+#: Generator forward passes taped in one generator update (fake_B, fake_A, rec_A, rec_B).
+GENERATOR_PASSES = 4
+
+
+def estimate_training_memory(config: CycleGAN3DConfig, shape: tuple[int, int, int]) -> dict[str, float]:
+    """Estimate (bytes) of the peak memory of one training step, as ``--dry-run`` prints it.
+
+    Per-layer accounting of what TensorFlow keeps for the backward pass
+    (:func:`tfmedgan.engine.memory.saved_activation_bytes`: ``S_G`` for a generator, ``S_D`` for a
+    discriminator), ``L`` = the largest generator activation, ``P`` = 4 taped generator passes of
+    a generator update, ``b`` = batch, all in float32 bytes::
+
+        weights     = parameters x 16            (float32 weights, 2 Adam moments, gradients)
+        pools       = 2 x pool_size x voxels x 4
+        data        = 3 x 2 x b x voxels x 4     (the batch and 2 prefetched batches of A and B)
+        activations = b x (P x S_G + 2 x S_D + 2 x 3 L)                    without --recompute
+        activations = b x (B_G + max_k S_k + 3 L + 2 x S_D + P x output)   with --recompute
+        runtime     = 1 GiB                      (TensorFlow, graphs, kernels: a constant)
+
+    With ``--recompute`` only the segment boundaries of the generator being differentiated
+    (``B_G``) and the activations of one segment (``S_k``) are alive at a time. ``3 L`` is the
+    transient of the backward pass (gradient buffers, normalisation temporaries); without
+    recompute two generator backward passes run in parallel, hence ``2 x 3 L``.
+
+    Mixed precision: activations are counted in float32 bytes under ``mixed_bfloat16`` too. The
+    measured peaks were not lower than in float32 (-8% to +9%): the instance normalisations, the
+    largest activations, compute in float32 (two float32 tensors kept per normalisation, plus
+    float32 copies of their bfloat16 inputs), and oneDNN's bfloat16 kernels add buffers.
+    ``mixed_bfloat16`` is worth it on CPU for speed (2-3x), not for memory.
+
+    The constants (1 GiB, 3 L) were fitted to the peak RSS measured by
+    ``bench/bench_cyclegan3d.py`` at 64^3, 128^3 and 156x188x156 in float32 and mixed_bfloat16,
+    with and without recompute: the estimate is within 11% of every measurement there (the goal
+    is 25%); see docs/cyclegan3d.md.
+
+    Args:
+        config: The run configuration (precision, recompute, batch, pool_size, networks).
+        shape: Model input spatial shape.
+
+    Returns:
+        Bytes per part (``weights``, ``pools``, ``data``, ``activations``, ``runtime``) and ``total``.
+    """
+    from tfmedgan.engine import memory
+
+    spatial = tuple(int(size) for size in shape) + (1,)
+    recipe = CycleGAN3DRecipe(config)
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        generator = build_resnet_generator(spatial, config.base_filters, config.n_downsamplings, config.n_residual_blocks,
+                                           norm=config.norm)
+        discriminator = build_patchgan_discriminator(spatial, base_filters=config.d_filters, n_layers=config.d_layers,
+                                                     norm=config.norm)
+        saved_generator = memory.saved_activation_bytes(generator)
+        saved_discriminator = memory.saved_activation_bytes(discriminator)
+        transient = MEMORY_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(generator)
+        voxels = int(np.prod(shape))
+        if config.recompute:
+            boundaries = recipe.checkpoint_boundaries("generator_a2b")
+            segments = memory.split_model(generator, boundaries) if boundaries else [generator]
+            per_example = (memory.boundary_bytes(generator, boundaries) + max(memory.saved_activation_bytes(s) for s in segments)
+                           + transient + 2 * saved_discriminator + GENERATOR_PASSES * voxels * 4)
+        else:
+            per_example = GENERATOR_PASSES * saved_generator + 2 * saved_discriminator + 2 * transient
+        parameters = 2 * generator.count_params() + 2 * discriminator.count_params()
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    estimate = {
+        "weights": float(parameters * 4 * 4),
+        "pools": float(2 * config.pool_size * voxels * 4),
+        "data": float(3 * 2 * config.batch * voxels * 4),
+        "activations": float(config.batch * per_example),
+        "runtime": float(MEMORY_RUNTIME_BYTES),
+    }
+    estimate["total"] = sum(estimate.values())
+    return estimate
+
+
+
+
+def _evaluate(run_dir: Path, test_dir: str | None) -> int:
+    from tfmedgan.inference.volumes import evaluate_run
+
+    rows, path = evaluate_run(run_dir, test_dir)
+    for row in (r for r in rows if r["file"] == "mean"):
+        print(f"{row['direction']}: MAE {row['mae']:.4f}  PSNR {row['psnr']:.2f} dB  SSIM {row['ssim']:.4f}  "
+              f"MI {row['mutual_information']:.4f}")
+    print(f"wrote {path}")
+    return 0
+
+
+def _add_arguments(parser) -> None:
+    group = parser.add_argument_group("evaluation")
+    group.add_argument("--evaluate", action="store_true",
+                       help="score the test volumes after training (with --resume RUN_DIR: evaluate only)")
+    group.add_argument("--test-dir", help="folder holding testA/testB for --evaluate (default: DATA_DIR)")
+
+
+def _before_training(args) -> int | None:
+    if args.resume and args.evaluate and not args.dry_run:
+        if args.paths:
+            raise TfmedganError("with --resume RUN_DIR --evaluate give no DATA_DIR/OUTPUT_DIR: the run's config.json has them")
+        return _evaluate(Path(args.resume), args.test_dir)
+    return None
+
+
+def _after_training(args, run_path: Path) -> int:
+    return _evaluate(run_path, args.test_dir) if args.evaluate else 0
+
+
+MODEL = ModelSpec(
+    name="cyclegan3d",
+    config_class=CycleGAN3DConfig,
+    recipe="tfmedgan.models.cyclegan3d:CycleGAN3DRecipe",
+    help="3D CycleGAN between two NIfTI domains, e.g. T1w <-> T2w (seed 000)",
+    description="Train the 3D CycleGAN on DATA_DIR/trainA and DATA_DIR/trainB (NIfTI volumes, paired by sorted "
+    "file name unless --unpaired). Volumes are streamed from disk, centre-padded to the model shape and scaled per "
+    "volume to [-1, 1]. With --evaluate, synthetic volumes of DATA_DIR/testA and testB are scored (MAE, PSNR, SSIM, "
+    "mutual information in the brain mask) into RUN_DIR/evaluation.csv; '--resume RUN_DIR --evaluate' only "
+    "evaluates a trained run.",
+    positionals=(Positional("data_dir", "DATA_DIR"), Positional("output_dir", "OUTPUT_DIR")),
+    presets=PRESETS,
+    generates="volumes",
+    add_arguments=_add_arguments,
+    before_training=_before_training,
+    after_training=_after_training,
+)
+
+
+def train(config: CycleGAN3DConfig, run_dir: str | None = None, **kwargs):
+    """Train the 3D CycleGAN from ``config``; ``run_dir`` resumes an existing run."""
+    return MODEL.train(config, run_dir=run_dir, **kwargs)
