@@ -168,14 +168,34 @@ class RunDirectory:
         return target
 
 
-def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tile images [N, H, W, C] with values in [-1, 1] into one uint8 grid [rows*H, cols*W, C]."""
+def image_grid(images: np.ndarray, columns: int | None = None, scaling: str = "per_image") -> np.ndarray:
+    """Tile images [N, H, W, C] into one uint8 grid [rows*H, cols*W, C].
+
+    Args:
+        images: float images, nominally in [-1, 1].
+        columns: grid columns (default: ceil(sqrt(N))).
+        scaling: ``"per_image"`` (default) stretches each image from its own minimum to its own
+            maximum, as ``matplotlib.pyplot.imshow(image, cmap="gray")`` displayed the originals'
+            previews; a constant image becomes black. ``"fixed"`` maps [-1, 1] to [0, 255] and clips.
+
+    Example:
+        >>> image_grid(np.zeros((4, 8, 8, 1)), scaling="fixed").shape
+        (16, 16, 1)
+    """
+    if scaling not in ("per_image", "fixed"):
+        raise ValueError(f"scaling must be 'per_image' or 'fixed', got {scaling!r}")
     images = np.asarray(images, dtype=np.float32)
     count, height, width, channels = images.shape
     columns = columns or int(math.ceil(math.sqrt(count)))
     rows = int(math.ceil(count / columns))
     grid = np.zeros((rows * height, columns * width, channels), np.uint8)
-    pixels = np.clip((images + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    if scaling == "fixed":
+        pixels = np.clip((images + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    else:
+        low = images.min(axis=(1, 2, 3), keepdims=True)
+        span = images.max(axis=(1, 2, 3), keepdims=True) - low
+        scaled = np.where(span > 0, (images - low) / np.where(span > 0, span, 1.0), 0.0)
+        pixels = np.clip(scaled * 255.0, 0, 255).round().astype(np.uint8)
     for index in range(count):
         r, c = divmod(index, columns)
         grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = pixels[index]
