@@ -138,7 +138,7 @@ def worker_make_data(shape, folder, pairs) -> dict:
     import nibabel as nib
     import numpy as np
 
-    from tfmedgan.data.sample import make_paired_subjects
+    from tfmedgan.data.samples import make_paired_subjects
 
     raw = Path(folder) / "raw"
     make_paired_subjects(raw, n_subjects=pairs, resolution_mm=1)

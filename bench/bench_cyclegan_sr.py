@@ -116,7 +116,7 @@ def quality(minutes: float, work: Path, preset: str = "faithful") -> dict:
 
     from tfmedgan import metrics
     from tfmedgan.models.cyclegan_sr import CycleGANSRConfig
-    from tfmedgan.data.phantom import write_phantom_dataset
+    from tfmedgan.data.samples import write_phantom_dataset
     from tfmedgan.inference.tomogram import enhance_volume, load_enhancer
     from tfmedgan.models.cyclegan_sr import train
 

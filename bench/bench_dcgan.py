@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from tfmedgan.models.dcgan import DCGANConfig  # noqa: E402
-from tfmedgan.data.sample import sample_slices_dir  # noqa: E402
+from tfmedgan.data.samples import sample_slices_dir  # noqa: E402
 from tfmedgan.engine.rundir import RunDirectory  # noqa: E402
 from tfmedgan.engine.trainer import Trainer  # noqa: E402
 from tfmedgan.models.dcgan import DCGANRecipe  # noqa: E402

@@ -5,7 +5,7 @@ The seed scores one generated 256x256 image against all 11,328 OASIS slices with
 same size, times :func:`tfmedgan.metrics.best_match` on it, times the skimage loop on a subset and
 extrapolates, and checks that both give the same scores on that subset.
 
-Images: 8-bit brain slices from :func:`tfmedgan.data.sample.make_png_slices` (a few unique ones,
+Images: 8-bit brain slices from :func:`tfmedgan.data.samples.make_png_slices` (a few unique ones,
 repeated with small shifts and flips), scaled to [-1, 1] float32 as the seed does; if that module
 cannot be imported, random smooth images are used instead.
 
@@ -45,13 +45,13 @@ def _unique_images(count: int, size: int, seed: int) -> tuple[np.ndarray, str]:
     try:
         from PIL import Image
 
-        from tfmedgan.data.sample import make_png_slices
+        from tfmedgan.data.samples import make_png_slices
 
         with tempfile.TemporaryDirectory(prefix="bench_ssim_") as folder:
             make_png_slices(folder, n_images=count, resolution=size, seed=seed)
             files = sorted(Path(folder).glob("*.png"))
             pixels = np.stack([np.array(Image.open(path), dtype="float32") for path in files])
-        description = "tfmedgan.data.sample.make_png_slices (scaled to [-1, 1] like the seed)"
+        description = "tfmedgan.data.samples.make_png_slices (scaled to [-1, 1] like the seed)"
         return (pixels - 127.5) / 127.5, description
     except Exception as error:  # the sample module may be missing or still being written
         from scipy import ndimage

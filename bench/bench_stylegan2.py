@@ -7,7 +7,7 @@
    ``tf.function``, as the original ``train.py`` did). Both run on the same networks, side by
    side, on a random batch; warm-up steps (tracing, first-call allocations) are excluded.
 2. **Quality** after a fixed wall-clock budget of CPU training of the 64 px preset on the built-in
-   sample slices (:func:`tfmedgan.data.sample.sample_slices_dir`): the seed-003 best-match SSIM of
+   sample slices (:func:`tfmedgan.data.samples.sample_slices_dir`): the seed-003 best-match SSIM of
    16 generated images against the training set (:func:`tfmedgan.metrics.best_match`, data range
    from each fake as in the seed; mean and max over the 16), and diversity as the mean pairwise
    SSIM among 64 generated images against the same among 64 real ones
@@ -120,9 +120,9 @@ def quality_scores(generator: keras.Model, real: np.ndarray, seed: int) -> dict:
 def quality(minutes: float, batch: int, n_images: int, workdir: str) -> dict:
     """Train the 64 px preset on the sample slices for ``minutes`` and score the generator."""
     try:
-        from tfmedgan.data.sample import sample_slices_dir
+        from tfmedgan.data.samples import sample_slices_dir
     except ImportError:
-        return {"skipped": "tfmedgan.data.sample is missing"}
+        return {"skipped": "tfmedgan.data.samples is missing"}
     from tfmedgan.data import png
 
     folder = sample_slices_dir(resolution=64, n_images=n_images)

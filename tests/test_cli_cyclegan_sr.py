@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tfmedgan.cli import main
-from tfmedgan.data.phantom import write_phantom_dataset
+from tfmedgan.data.samples import write_phantom_dataset
 from tfmedgan.inference.tomogram import scaled_affine
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tfmedgan.models.cyclegan_sr import CycleGANSRConfig
-from tfmedgan.data.phantom import write_phantom_dataset
+from tfmedgan.data.samples import write_phantom_dataset
 from tfmedgan.engine import checkpoint as ckpt
 from tfmedgan.engine.trainer import Interrupted
 from tfmedgan.errors import TfmedganError

@@ -9,17 +9,20 @@ Layout::
         samples/           image grids from fixed latents, one per sample epoch
         checkpoints/       full training state, written atomically, last K kept
         models/            exported ``.keras`` networks at the end of training
+        .lock              held (flock) by the process training this run; holds its PID
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import io
 import math
 import os
+import socket
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -62,6 +65,53 @@ class RunDirectory:
     @staticmethod
     def default_name(model: str) -> str:
         return f"{model}-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+    # -- exclusive use --------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lock(self) -> Iterator["RunDirectory"]:
+        """Hold an exclusive lock on the run for the duration of the ``with`` block.
+
+        The lock is ``flock`` on ``RUN/.lock``, which also records the holder's PID and host. The
+        kernel releases it when the holder exits in any way (also SIGKILL), so a lock file left by
+        a killed process never blocks. The file itself stays; only the flock counts. On platforms
+        without ``fcntl`` the lock is a no-op.
+
+        Raises:
+            TfmedganError: when another process (or another ``lock()`` in this one) holds the run.
+
+        Example::
+
+            with run_dir.lock():
+                trainer.fit()
+        """
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no advisory locks
+            yield self
+            return
+        path = self.path / ".lock"
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise TfmedganError(f"cannot create the lock file {path}: {error.strerror}") from None
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise TfmedganError(
+                    f"run directory {self.path} is in use by {_lock_holder(descriptor)}: "
+                    "wait for it to finish or stop it first"
+                ) from None
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, f"{os.getpid()} {socket.gethostname()}\n".encode(), 0)
+            os.fsync(descriptor)
+            try:
+                yield self
+            finally:
+                os.ftruncate(descriptor, 0)
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+        finally:
+            os.close(descriptor)
 
     # -- paths ----------------------------------------------------------------------------------
     @property
@@ -180,14 +230,45 @@ class RunDirectory:
         return target
 
 
-def image_grid(images: np.ndarray, columns: int | None = None) -> np.ndarray:
-    """Tile images [N, H, W, C] with values in [-1, 1] into one uint8 grid [rows*H, cols*W, C]."""
+def _lock_holder(descriptor: int) -> str:
+    """'process PID' (plus 'on HOST' when another machine holds it), read from the lock file."""
+    words = os.pread(descriptor, 256, 0).decode(errors="replace").split()
+    if not words:  # the holder has the lock but has not written its PID yet
+        return "another process"
+    holder = f"process {words[0]}"
+    if len(words) > 1 and words[1] != socket.gethostname():
+        holder += f" on {words[1]}"
+    return holder
+
+
+def image_grid(images: np.ndarray, columns: int | None = None, scaling: str = "per_image") -> np.ndarray:
+    """Tile images [N, H, W, C] into one uint8 grid [rows*H, cols*W, C].
+
+    Args:
+        images: float images, nominally in [-1, 1].
+        columns: grid columns (default: ceil(sqrt(N))).
+        scaling: ``"per_image"`` (default) stretches each image from its own minimum to its own
+            maximum, as ``matplotlib.pyplot.imshow(image, cmap="gray")`` displayed the originals'
+            previews; a constant image becomes black. ``"fixed"`` maps [-1, 1] to [0, 255] and clips.
+
+    Example:
+        >>> image_grid(np.zeros((4, 8, 8, 1)), scaling="fixed").shape
+        (16, 16, 1)
+    """
+    if scaling not in ("per_image", "fixed"):
+        raise ValueError(f"scaling must be 'per_image' or 'fixed', got {scaling!r}")
     images = np.asarray(images, dtype=np.float32)
     count, height, width, channels = images.shape
     columns = columns or int(math.ceil(math.sqrt(count)))
     rows = int(math.ceil(count / columns))
     grid = np.zeros((rows * height, columns * width, channels), np.uint8)
-    pixels = np.clip((images + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    if scaling == "fixed":
+        pixels = np.clip((images + 1.0) * 127.5, 0, 255).round().astype(np.uint8)
+    else:
+        low = images.min(axis=(1, 2, 3), keepdims=True)
+        span = images.max(axis=(1, 2, 3), keepdims=True) - low
+        scaled = np.where(span > 0, (images - low) / np.where(span > 0, span, 1.0), 0.0)
+        pixels = np.clip(scaled * 255.0, 0, 255).round().astype(np.uint8)
     for index in range(count):
         r, c = divmod(index, columns)
         grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = pixels[index]

@@ -1,13 +1,15 @@
 """The synthetic fibre-composite microCT pair (seed-002 sample data)."""
 
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
 import pytest
 
 from tfmedgan.data.hdf5 import load_dataset_spec
-from tfmedgan.data.phantom import block_downsample, fibre_composite, microct_pair, write_phantom_dataset
+from tfmedgan.data.samples.phantom import block_downsample, fibre_composite, microct_pair, write_phantom_dataset
 from tfmedgan.errors import TfmedganError
 
 
@@ -51,3 +53,22 @@ def test_write_phantom_dataset_layout(tmp_path):
     stamp = paths["fast"].stat().st_mtime_ns
     write_phantom_dataset(tmp_path / "ph", shape=(32, 32, 32), super_resolution=2, seed=0)
     assert paths["fast"].stat().st_mtime_ns == stamp  # cached
+
+
+def test_module_entry_point_writes_the_dataset(tmp_path):
+    """``python -m tfmedgan.data.samples.phantom`` runs cleanly (no double-import warning) and writes the files."""
+    result = subprocess.run(
+        [sys.executable, "-W", "error::RuntimeWarning", "-m", "tfmedgan.data.samples.phantom",
+         str(tmp_path / "ph"), "--shape", "8", "8", "8", "--super-resolution", "2"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert "fast_json: " in result.stdout
+    fast_spec = load_dataset_spec(tmp_path / "ph" / "fast.json")
+    assert fast_spec.train[0].shape == (4, 4, 4)
+    failed = subprocess.run(
+        [sys.executable, "-m", "tfmedgan.data.samples.phantom", str(tmp_path / "bad"), "--shape", "9", "8", "8"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert failed.returncode == 2 and failed.stderr.startswith("error: ") and "Traceback" not in failed.stderr

@@ -1,46 +1,32 @@
-"""Image-similarity metrics: skimage-compatible SSIM (single pair and fast one-against-many), PSNR,
-MAE and histogram mutual information.
+"""One image against many: fast skimage-compatible SSIM of a reference against a stack.
 
-SSIM here is exactly the quantity ``skimage.metrics.structural_similarity(x, y, data_range=R)``
-computes with its defaults, which is what the seed-003 evaluation used (spec A7):
-
-- a 7-pixel uniform window (7x7 in 2D, 7x7x7 in 3D), ``gaussian_weights=False``;
-- ``K1 = 0.01``, ``K2 = 0.03``, ``C1 = (K1 R)^2``, ``C2 = (K2 R)^2``;
-- sample covariance (``use_sample_covariance=True``): variances are scaled by ``NP / (NP - 1)``
-  with ``NP = 7**ndim``;
-- the SSIM map is cropped by ``(7 - 1) // 2 = 3`` pixels on every side before the mean. Because
-  of this crop the padding mode of skimage's filter never matters, so the windowed means are
-  computed on the "valid" region only.
-
-:func:`ssim` and :func:`ssim_map` compute one image pair (or a batch of pairs) in float64 and
-agree with skimage to about 1e-12. :func:`ssim_many` and :func:`best_match` score one image
-against a whole stack (the seed scores one fake against all 11,328 training slices). They share
-the terms that depend only on the reference image, run the windowed sums as a handful of
-contiguous shifted additions on a flattened chunk of images (so every pass stays in cache and
-there is no per-image Python work), and split the chunks over worker threads (numpy releases the
-GIL). By default they compute in float32 after a common shift of both images (none for images
-that straddle 0, such as [-1, 1] slices; SSIM's variance terms do not change under a common shift
-and the mean terms are corrected exactly), which agrees with skimage to about 1e-7, and switch to
-float64 automatically for a batch whose values are large compared with ``data_range`` (see
-:func:`ssim_many`).
+:func:`ssim_many` and :func:`best_match` score one image against a whole stack (the seed scores
+one fake against all 11,328 training slices). They share the terms that depend only on the
+reference image, run the windowed sums as a handful of contiguous shifted additions on a flattened
+chunk of images (so every pass stays in cache and there is no per-image Python work), and split
+the chunks over worker threads (numpy releases the GIL). By default they compute in float32 after
+a common shift of both images (none for images that straddle 0, such as [-1, 1] slices; SSIM's
+variance terms do not change under a common shift and the mean terms are corrected exactly), which
+agrees with skimage to about 1e-7, and switch to float64 automatically for a batch whose values are
+large compared with ``data_range`` (see :func:`ssim_many`). The SSIM definition is the one of
+:mod:`tfmedgan.metrics.structural_similarity`.
 
 ``data_range`` is always either a required argument or documented as derived from the fake image
 (as in the seed); it is never guessed from the dtype.
 
 Example:
     >>> import numpy as np
-    >>> from tfmedgan import metrics
+    >>> from tfmedgan.metrics import search
     >>> rng = np.random.default_rng(0)
     >>> stack = rng.uniform(-1, 1, size=(50, 32, 32))
     >>> fake = stack[7] + 0.01 * rng.normal(size=(32, 32))
-    >>> best_ssim, best_index, scores = metrics.best_match(fake, stack)
+    >>> best_ssim, best_index, scores = search.best_match(fake, stack)
     >>> best_index
     7
 """
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -49,213 +35,15 @@ from typing import Iterable, Iterator, Literal, Sequence
 import numpy as np
 
 from tfmedgan.errors import TfmedganError
+from tfmedgan.metrics._validation import _as_array, _check_data_range
+from tfmedgan.metrics.structural_similarity import K1, K2, WINDOW_SIZE, _check_spatial_shape
 
-__all__ = [
-    "WINDOW_SIZE",
-    "K1",
-    "K2",
-    "ssim",
-    "ssim_map",
-    "ssim_many",
-    "best_match",
-    "psnr",
-    "mae",
-    "mutual_information",
-]
+__all__ = ["Precision", "ssim_many", "best_match"]
 
-WINDOW_SIZE = 7
-"""Side of the uniform SSIM window (skimage's default when ``gaussian_weights=False``)."""
-K1 = 0.01
-"""SSIM luminance constant (skimage default)."""
-K2 = 0.03
-"""SSIM contrast/structure constant (skimage default)."""
-
-_PAD = (WINDOW_SIZE - 1) // 2
 _DEFAULT_BATCH_PIXELS = 2 * 256 * 256  # pixels per worker batch: two 256x256 slices
 _FLOAT32_SAFETY = 2.0  # auto precision: float32 while max|value - shift| <= 2 * data_range
 
 Precision = Literal["auto", "float32", "float64"]
-
-
-# ------------------------------------------------------------------------------------------------
-# checks
-
-
-def _as_array(name: str, value: object) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype == bool or not (
-        np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer)
-    ):
-        raise TfmedganError(f"{name} must be a real-valued numeric array, got dtype {array.dtype}")
-    return array
-
-
-def _check_data_range(data_range: object) -> float:
-    try:
-        value = float(data_range)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise TfmedganError(f"data_range must be a positive number, got {data_range!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise TfmedganError(f"data_range must be a positive finite number, got {data_range!r}")
-    return value
-
-
-def _check_spatial_shape(name: str, shape: Sequence[int]) -> None:
-    if any(size < WINDOW_SIZE for size in shape):
-        raise TfmedganError(
-            f"{name} has spatial shape {tuple(shape)}; SSIM needs at least {WINDOW_SIZE} pixels per axis"
-        )
-
-
-def _check_same_shape(x: np.ndarray, y: np.ndarray) -> None:
-    if x.shape != y.shape:
-        raise TfmedganError(f"x and y must have the same shape, got {x.shape} and {y.shape}")
-
-
-def _check_mask(mask: object, shape: tuple[int, ...]) -> np.ndarray:
-    mask_array = np.asarray(mask)
-    if mask_array.dtype != bool:
-        raise TfmedganError(f"mask must be a boolean array, got dtype {mask_array.dtype}")
-    if mask_array.shape != shape:
-        raise TfmedganError(f"mask shape {mask_array.shape} does not match image shape {shape}")
-    return mask_array
-
-
-def _resolve_spatial_dims(ndim: int, spatial_dims: int | None) -> int:
-    if spatial_dims is None:
-        if ndim not in (2, 3):
-            raise TfmedganError(
-                f"ssim expects a 2D or 3D image when spatial_dims is not given, got {ndim} dimensions"
-            )
-        return ndim
-    if spatial_dims not in (2, 3):
-        raise TfmedganError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
-    if ndim < spatial_dims:
-        raise TfmedganError(f"an image with {ndim} dimensions cannot have spatial_dims={spatial_dims}")
-    return spatial_dims
-
-
-# ------------------------------------------------------------------------------------------------
-# single pair (float64, straightforward)
-
-
-def _valid_window_mean(array: np.ndarray, axes: Sequence[int]) -> np.ndarray:
-    """Mean over every complete 7-wide window along ``axes`` ("valid" region), in float64.
-
-    Uses running sums: window sum at ``k`` = ``cumsum[k + 7] - cumsum[k]`` with a leading zero.
-    """
-    result = np.asarray(array, np.float64)
-    for axis in axes:
-        pad = [(0, 0)] * result.ndim
-        pad[axis] = (1, 0)
-        cumulative = np.pad(np.cumsum(result, axis=axis), pad)
-        size = result.shape[axis]
-        upper = [slice(None)] * result.ndim
-        lower = [slice(None)] * result.ndim
-        upper[axis] = slice(WINDOW_SIZE, size + 1)
-        lower[axis] = slice(0, size + 1 - WINDOW_SIZE)
-        result = cumulative[tuple(upper)] - cumulative[tuple(lower)]
-    return result / float(WINDOW_SIZE ** len(axes))
-
-
-def ssim_map(
-    x: np.ndarray,
-    y: np.ndarray,
-    data_range: float,
-    spatial_dims: int | None = None,
-) -> np.ndarray:
-    """The SSIM map of skimage's ``structural_similarity`` (defaults), already border-cropped.
-
-    Args:
-        x: First image, 2D ``[H, W]`` or 3D ``[D, H, W]``; with ``spatial_dims`` set, any leading
-            axes are batch axes (for example ``spatial_dims=2`` on a volume gives slice-wise 2D SSIM).
-        y: Second image, same shape as ``x``.
-        data_range: Value range ``R`` used in ``C1 = (0.01 R)^2`` and ``C2 = (0.03 R)^2``. Required.
-        spatial_dims: 2 or 3, the number of trailing spatial axes; default ``x.ndim`` (2 or 3).
-
-    Returns:
-        float64 array of shape ``x.shape`` with every spatial axis shortened by 6 (3 on each side):
-        the map that skimage averages.
-
-    Raises:
-        TfmedganError: On mismatched shapes, a bad ``data_range`` or images smaller than 7 pixels.
-    """
-    x_array = _as_array("x", x)
-    y_array = _as_array("y", y)
-    _check_same_shape(x_array, y_array)
-    dims = _resolve_spatial_dims(x_array.ndim, spatial_dims)
-    _check_spatial_shape("x", x_array.shape[-dims:])
-    data_range = _check_data_range(data_range)
-
-    x64 = x_array.astype(np.float64, copy=False)
-    y64 = y_array.astype(np.float64, copy=False)
-    axes = tuple(range(x64.ndim - dims, x64.ndim))
-    window_pixels = WINDOW_SIZE**dims
-    covariance_scale = window_pixels / (window_pixels - 1.0)
-
-    mean_x = _valid_window_mean(x64, axes)
-    mean_y = _valid_window_mean(y64, axes)
-    var_x = covariance_scale * (_valid_window_mean(x64 * x64, axes) - mean_x * mean_x)
-    var_y = covariance_scale * (_valid_window_mean(y64 * y64, axes) - mean_y * mean_y)
-    cov_xy = covariance_scale * (_valid_window_mean(x64 * y64, axes) - mean_x * mean_y)
-    c1 = (K1 * data_range) ** 2
-    c2 = (K2 * data_range) ** 2
-    numerator = (2.0 * mean_x * mean_y + c1) * (2.0 * cov_xy + c2)
-    denominator = (mean_x * mean_x + mean_y * mean_y + c1) * (var_x + var_y + c2)
-    return numerator / denominator
-
-
-def ssim(
-    x: np.ndarray,
-    y: np.ndarray,
-    data_range: float,
-    spatial_dims: int | None = None,
-    mask: np.ndarray | None = None,
-) -> float:
-    """Mean SSIM, identical to ``skimage.metrics.structural_similarity(x, y, data_range=...)``.
-
-    Uses skimage's defaults (7-pixel uniform window, K1=0.01, K2=0.03, sample covariance) and its
-    crop of 3 pixels at every border before averaging. Computed in float64 whatever the input
-    dtype (skimage computes float32 inputs in float32; the two agree to ~1e-6 or better).
-
-    Args:
-        x: First image, 2D ``[H, W]`` or 3D ``[D, H, W]``; with ``spatial_dims`` set, leading axes
-            are batch axes and the result is the mean over all of them (equal to the mean of the
-            per-image skimage values, since every image has the same size).
-        y: Second image, same shape as ``x`` (SSIM is symmetric).
-        data_range: Value range ``R`` (e.g. 2.0 for images in [-1, 1]). Required, never guessed.
-        spatial_dims: 2 or 3, the number of trailing spatial axes; default ``x.ndim``.
-        mask: Optional boolean array of ``x``'s shape. The result is then the mean of the SSIM map
-            over the pixels where the mask is True, after the same 3-pixel border crop (a window is
-            counted by its centre pixel).
-
-    Returns:
-        The mean SSIM as a Python float.
-
-    Raises:
-        TfmedganError: On mismatched shapes, a bad ``data_range``, images smaller than 7 pixels per
-            axis, or a mask that selects no pixel of the cropped map.
-
-    Example:
-        >>> import numpy as np
-        >>> image = np.linspace(0, 1, 64 * 64).reshape(64, 64)
-        >>> ssim(image, image, data_range=1.0)
-        1.0
-    """
-    values = ssim_map(x, y, data_range, spatial_dims)
-    if mask is None:
-        return float(values.mean(dtype=np.float64))
-    mask_array = _check_mask(mask, np.shape(x))
-    dims = values.ndim if spatial_dims is None else spatial_dims
-    crop = (slice(None),) * (values.ndim - dims) + (slice(_PAD, -_PAD),) * dims
-    selected = values[mask_array[crop]]
-    if selected.size == 0:
-        raise TfmedganError("mask selects no pixel of the SSIM map (3 pixels are cropped at every border)")
-    return float(selected.mean(dtype=np.float64))
-
-
-# ------------------------------------------------------------------------------------------------
-# one reference against many images (flattened shifted sums, threads)
 
 
 class _Workspace:
@@ -671,146 +459,3 @@ def best_match(
         raise TfmedganError("every SSIM score is NaN (the images contain NaN values)")
     best_index = int(np.nanargmax(scores))
     return float(scores[best_index]), best_index, scores
-
-
-# ------------------------------------------------------------------------------------------------
-# PSNR, MAE, mutual information
-
-
-def _masked_values(name: str, array: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
-    if mask is None:
-        return array
-    mask_array = _check_mask(mask, array.shape)
-    if not mask_array.any():
-        raise TfmedganError(f"mask selects no pixel for {name}")
-    return array[mask_array]
-
-
-def psnr(x: np.ndarray, y: np.ndarray, data_range: float, mask: np.ndarray | None = None) -> float:
-    """Peak signal-to-noise ratio ``10 log10(R^2 / MSE)`` in dB, like skimage's ``peak_signal_noise_ratio``.
-
-    Args:
-        x: Reference ("true") image, any shape.
-        y: Test image, same shape.
-        data_range: ``R``, the value range of the images (e.g. 2.0 for [-1, 1]). Required.
-        mask: Optional boolean array; the MSE is taken over the masked pixels only.
-
-    Returns:
-        PSNR in dB (float64); ``inf`` when the images are identical.
-
-    Raises:
-        TfmedganError: On mismatched shapes, a bad ``data_range`` or an empty mask.
-    """
-    x_array = _as_array("x", x)
-    y_array = _as_array("y", y)
-    _check_same_shape(x_array, y_array)
-    data_range = _check_data_range(data_range)
-    difference = x_array.astype(np.float64) - y_array.astype(np.float64)
-    squared = _masked_values("psnr", difference * difference, mask)
-    mean_squared_error = float(np.mean(squared))
-    if mean_squared_error == 0.0:
-        return math.inf
-    return float(10.0 * np.log10(data_range * data_range / mean_squared_error))
-
-
-def mae(x: np.ndarray, y: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Mean absolute error ``mean(|x - y|)`` in float64, optionally over a boolean mask.
-
-    Args:
-        x: First image, any shape.
-        y: Second image, same shape.
-        mask: Optional boolean array of the same shape; only True pixels count.
-
-    Returns:
-        The mean absolute difference, in the images' units.
-
-    Raises:
-        TfmedganError: On mismatched shapes or an empty mask.
-    """
-    x_array = _as_array("x", x)
-    y_array = _as_array("y", y)
-    _check_same_shape(x_array, y_array)
-    difference = np.abs(x_array.astype(np.float64) - y_array.astype(np.float64))
-    return float(np.mean(_masked_values("mae", difference, mask)))
-
-
-def _bin_indices(values: np.ndarray, low: float, high: float, bins: int) -> np.ndarray:
-    """Bin index in [0, bins) like ``np.histogram`` (right edge included), -1 outside [low, high]."""
-    if high > low:
-        scaled = (values - low) * (bins / (high - low))
-        indices = np.floor(scaled).astype(np.int64)
-        indices[values == high] = bins - 1
-    else:
-        indices = np.zeros(values.shape, np.int64)
-    indices[(values < low) | (values > high)] = -1
-    return indices
-
-
-def mutual_information(
-    x: np.ndarray,
-    y: np.ndarray,
-    bins: int = 64,
-    mask: np.ndarray | None = None,
-    value_ranges: tuple[tuple[float, float], tuple[float, float]] | None = None,
-) -> float:
-    """Mutual information of two images from their joint intensity histogram, in nats.
-
-    ``MI = sum_ij p_ij log(p_ij / (p_i p_j))`` where ``p_ij`` is the fraction of pixels whose ``x``
-    value falls in bin ``i`` and ``y`` value in bin ``j`` (``bins`` equal-width bins per image).
-    ``MI(x, x)`` equals the (binned) entropy of ``x``; independent images give values near 0
-    (slightly positive: the plug-in estimator is biased upwards by about
-    ``(bins - 1)^2 / (2 N)`` nats for ``N`` pixels). Natural logarithm, so divide by ``log(2)`` for bits.
-
-    Args:
-        x: First image, any shape.
-        y: Second image, same shape.
-        bins: Number of histogram bins per image (>= 2).
-        mask: Optional boolean array; only True pixels are counted.
-        value_ranges: ``((x_low, x_high), (y_low, y_high))`` bin ranges; pixels outside are not
-            counted. Default: each image's own min and max over the counted pixels, i.e. the
-            histogram adapts to each image, as ``np.histogram2d`` does by default.
-
-    Returns:
-        Mutual information in nats (float64, >= 0).
-
-    Raises:
-        TfmedganError: On mismatched shapes, ``bins < 2``, an empty mask or no pixel inside the ranges.
-    """
-    x_array = _as_array("x", x)
-    y_array = _as_array("y", y)
-    _check_same_shape(x_array, y_array)
-    if not isinstance(bins, (int, np.integer)) or bins < 2:
-        raise TfmedganError(f"bins must be an integer >= 2, got {bins!r}")
-    x_values = _masked_values("mutual_information", x_array, mask).astype(np.float64).ravel()
-    y_values = _masked_values("mutual_information", y_array, mask).astype(np.float64).ravel()
-    if x_values.size == 0:
-        raise TfmedganError("mutual_information needs at least one pixel")
-    if value_ranges is None:
-        ranges = (
-            (float(x_values.min()), float(x_values.max())),
-            (float(y_values.min()), float(y_values.max())),
-        )
-    else:
-        try:
-            (x_low, x_high), (y_low, y_high) = value_ranges
-            ranges = ((float(x_low), float(x_high)), (float(y_low), float(y_high)))
-        except (TypeError, ValueError):
-            raise TfmedganError(
-                f"value_ranges must be ((x_low, x_high), (y_low, y_high)), got {value_ranges!r}"
-            ) from None
-        if ranges[0][1] < ranges[0][0] or ranges[1][1] < ranges[1][0]:
-            raise TfmedganError(f"value_ranges must have low <= high, got {value_ranges!r}")
-    x_bins = _bin_indices(x_values, ranges[0][0], ranges[0][1], int(bins))
-    y_bins = _bin_indices(y_values, ranges[1][0], ranges[1][1], int(bins))
-    inside = (x_bins >= 0) & (y_bins >= 0)
-    if not inside.any():
-        raise TfmedganError("no pixel falls inside value_ranges")
-    joint = np.bincount(x_bins[inside] * int(bins) + y_bins[inside], minlength=int(bins) ** 2)
-    joint = joint.reshape(int(bins), int(bins)).astype(np.float64)
-    joint /= joint.sum()
-    marginal_x = joint.sum(axis=1, keepdims=True)
-    marginal_y = joint.sum(axis=0, keepdims=True)
-    nonzero = joint > 0
-    expected = (marginal_x * marginal_y)[nonzero]
-    information = float(np.sum(joint[nonzero] * np.log(joint[nonzero] / expected)))
-    return max(information, 0.0)

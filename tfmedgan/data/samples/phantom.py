@@ -22,7 +22,7 @@ enhanced fast volume can be compared with the slow one voxel by voxel.
 
 Example::
 
-    python -m tfmedgan.data.phantom data/phantom --shape 128 256 256 --super-resolution 2
+    python -m tfmedgan.data.samples.phantom data/phantom --shape 128 256 256 --super-resolution 2
 """
 
 from __future__ import annotations
