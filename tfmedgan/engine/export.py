@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 import keras
-import numpy as np
 
 from tfmedgan.engine import checkpoint as ckpt
 from tfmedgan.engine.config import read_config
@@ -62,18 +61,12 @@ def load_network(
     for exported in candidates:
         if exported.is_file():
             return keras.models.load_model(exported, compile=False)
-    latest = ckpt.latest_checkpoint(run_dir / "checkpoints")
-    if latest is None or build_recipe is None:
+    if build_recipe is None or not ckpt.list_checkpoints(run_dir / "checkpoints"):
         raise TfmedganError(f"{run_dir} has neither models/{name}.keras nor a checkpoint: nothing trained yet")
     recipe = build_recipe(values)
     recipe.build_networks_only()
     if name not in recipe.networks:
         raise TfmedganError(f"{run_dir} has no network called {name!r} (has {', '.join(recipe.networks)})")
-    with np.load(latest) as stored:
-        keys = sorted(k for k in stored.files if k.startswith(f"network.{name}/"))
-        variables = recipe.networks[name].variables
-        if len(keys) != len(variables):
-            raise TfmedganError(f"checkpoint {latest} does not match the network {name!r}")
-        for key, variable in zip(keys, variables):
-            variable.assign(stored[key])
+    ckpt.restore_newest_valid(run_dir / "checkpoints", {f"network.{name}": recipe.networks[name].variables},
+                              quarantine=False)
     return recipe.networks[name]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import tempfile
@@ -9,7 +10,7 @@ from typing import Any
 
 import keras
 
-from tfmedgan.engine.checkpoint import list_checkpoints
+from tfmedgan.engine.checkpoint import latest_valid_checkpoint
 from tfmedgan.engine.distribute import is_chief, make_strategy
 from tfmedgan.engine.logging import check_neptune_settings
 from tfmedgan.engine.precision import set_precision
@@ -50,29 +51,34 @@ def launch(
         check_neptune_settings()
     recipe.prepare_data(strategy.num_replicas_in_sync)
     chief = is_chief(strategy)
-    if not chief:
-        # Other workers of a multi-worker run compute in lockstep but write into a scratch folder;
-        # they restore from the chief's (shared) run directory when resuming.
-        config.neptune = False
-        scratch = tempfile.mkdtemp(prefix="tfmedgan-worker-")
-        run_dir = RunDirectory.create(scratch, config.name or config.model)
-        if resume:
-            for checkpoint in list_checkpoints(RunDirectory.open(resume).checkpoints)[-1:]:
-                shutil.copy2(checkpoint, run_dir.checkpoints / checkpoint.name)
-    elif resume:
-        run_dir = RunDirectory.open(resume)
-        config.to_json(run_dir.config_path)  # records overrides such as a longer --epochs
-    else:
-        run_dir = RunDirectory.create(config.output_dir, config.name or RunDirectory.default_name(config.model))
-        config.name = run_dir.path.name
-        config.to_json(run_dir.config_path)
-    if progress and chief:
-        print(f"run directory: {run_dir.path} (stop any time; continue with --resume {run_dir.path})")
-    trainer = Trainer(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress and chief)
-    try:
-        summary = trainer.fit(stop_after_steps=stop_after_steps)
-    finally:
-        recipe.close()
-    recipe.on_train_end(run_dir)
-    (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    with contextlib.ExitStack() as stack:
+        if not chief:
+            # Other workers of a multi-worker run compute in lockstep but write into a scratch folder;
+            # they restore from the chief's (shared) run directory when resuming.
+            config.neptune = False
+            scratch = tempfile.mkdtemp(prefix="tfmedgan-worker-")
+            stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+            run_dir = RunDirectory.create(scratch, config.name or config.model)
+            if resume:
+                newest = latest_valid_checkpoint(RunDirectory.open(resume).checkpoints)
+                if newest is not None:
+                    shutil.copy2(newest, run_dir.checkpoints / newest.name)
+        elif resume:
+            run_dir = RunDirectory.open(resume)
+            stack.enter_context(run_dir.lock())  # one process per run: a second --resume is refused
+            config.to_json(run_dir.config_path)  # records overrides such as a longer --epochs
+        else:
+            run_dir = RunDirectory.create(config.output_dir, config.name or RunDirectory.default_name(config.model))
+            stack.enter_context(run_dir.lock())
+            config.name = run_dir.path.name
+            config.to_json(run_dir.config_path)
+        if progress and chief:
+            print(f"run directory: {run_dir.path} (stop any time; continue with --resume {run_dir.path})")
+        trainer = Trainer(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress and chief)
+        try:
+            summary = trainer.fit(stop_after_steps=stop_after_steps)
+        finally:
+            recipe.close()
+        recipe.on_train_end(run_dir)
+        (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary

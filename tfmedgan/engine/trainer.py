@@ -106,12 +106,15 @@ class Trainer:
                 path.unlink(missing_ok=True)
 
     def restore_latest(self) -> Path | None:
+        """Restore the newest checkpoint that verifies (falling back past damaged ones, with a
+        warning); None when the run has none."""
         ckpt.remove_stale_temporaries(self.run_dir.checkpoints)
-        latest = ckpt.latest_checkpoint(self.run_dir.checkpoints)
-        if latest is None:
+        restored = ckpt.restore_newest_valid(self.run_dir.checkpoints, self.variable_groups())
+        if restored is None:
             self.run_dir.truncate_losses(0)
+            self.validation.truncate(0)
             return None
-        counters = ckpt.restore_checkpoint(latest, self.variable_groups())
+        latest, counters = restored
         self.step = int(counters["step"])
         self.epoch = int(counters["epoch"])
         self.step_in_epoch = int(counters["step_in_epoch"])
@@ -255,7 +258,7 @@ class Trainer:
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
             self._flush_rows()
-            latest = ckpt.latest_checkpoint(self.run_dir.checkpoints)
+            latest = ckpt.latest_valid_checkpoint(self.run_dir.checkpoints)
             where = f" (last checkpoint: {latest.name})" if latest else ""
             raise TfmedganError(
                 f"training diverged at step {self.step}: {bad} is not finite{where}; resuming would repeat it "
