@@ -371,3 +371,30 @@ def test_prepare_dataset_existing_output_refused_unless_overwrite(tmp_path):
         prepare_dataset(source, overwrite=True, log=quiet)
     assert (destination / "notes.txt").read_text() == "mine"
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["MR", "MR_crop"]
+
+
+# ------------------------------------------------------------------ pairs that do not match
+
+
+def test_prepare_dataset_refuses_mismatched_names_unless_pair_by_order(tmp_path):
+    source = make_dataset(tmp_path, count=3)
+    moved = source / "trainB" / "sub-01_T2w.nii.gz"
+    moved.rename(source / "trainB" / "sub-01b_T2w.nii.gz")  # still second in sorted order
+    before = tree_hashes(source)
+    with pytest.raises(TfmedganError, match="sub-01_T1w.nii.gz ~ sub-01b_T2w.nii.gz") as info:
+        prepare_dataset(source, log=quiet)
+    assert "\n" not in str(info.value)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["MR"]  # nothing written
+    summary = prepare_dataset(source, test_fraction=0, pair_by_order=True, log=quiet)
+    assert ("sub-01_T1w.nii.gz", "sub-01b_T2w.nii.gz") in summary["train"]
+    assert tree_hashes(source) == before
+
+
+def test_prepare_dataset_checks_the_names_of_an_existing_test_split(tmp_path):
+    source = make_dataset(tmp_path, count=2)
+    for domain, name in (("A", "sub-20_T1w.nii.gz"), ("B", "sub-21_T2w.nii.gz")):
+        save(source / f"test{domain}" / name, blob())
+    with pytest.raises(TfmedganError, match="sub-20_T1w.nii.gz ~ sub-21_T2w.nii.gz"):
+        prepare_dataset(source, test_fraction=0, log=quiet)
+    summary = prepare_dataset(source, test_fraction=0, pair_by_order=True, log=quiet)
+    assert summary["test"] == [("sub-20_T1w.nii.gz", "sub-21_T2w.nii.gz")]

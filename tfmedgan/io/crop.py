@@ -239,7 +239,9 @@ def _check_replaceable(dst: Path) -> None:
                 )
 
 
-def _split_pairs(folder: Path, name_a: str, name_b: str) -> list[tuple[Path, Path]]:
+def _split_pairs(
+    folder: Path, name_a: str, name_b: str, pair_by_order: bool = False
+) -> list[tuple[Path, Path]]:
     """Pairs of an optional split; two missing or empty folders give no pairs."""
     dir_a, dir_b = folder / name_a, folder / name_b
     if not dir_a.exists() and not dir_b.exists():
@@ -249,7 +251,7 @@ def _split_pairs(folder: Path, name_a: str, name_b: str) -> list[tuple[Path, Pat
             raise TfmedganError(f"{directory}: folder missing ({name_a} and {name_b} go together)")
     if not list_nifti(dir_a) and not list_nifti(dir_b):
         return []
-    return pair_files(dir_a, dir_b)
+    return pair_files(dir_a, dir_b, pair_by_order=pair_by_order)
 
 
 def prepare_dataset(
@@ -261,10 +263,13 @@ def prepare_dataset(
     multiple: int = 4,
     overwrite: bool = False,
     log: Callable[[str], Any] | None = print,
+    pair_by_order: bool = False,
 ) -> dict[str, Any]:
     """Crop every pair of ``src/{trainA,trainB}`` and write ``dst/{trainA,trainB,testA,testB}``.
 
-    Files of ``trainA`` and ``trainB`` are paired by sorted name. Each pair is cropped to the
+    Files of ``trainA`` and ``trainB`` are paired by sorted name, and (unless ``pair_by_order``)
+    each pair must name the same subject less the modality (``sub-03_T1w`` with ``sub-03_T2w``,
+    see :func:`tfmedgan.io.nifti.subject_key`). Each pair is cropped to the
     union bounding box of its non-zero voxels (plus ``margin``), the affine origin is shifted so
     every voxel keeps its world coordinate, and the header is otherwise kept. A deterministic
     ``test_fraction`` of the pairs goes to ``testA``/``testB``; pairs already present in
@@ -284,6 +289,7 @@ def prepare_dataset(
             seed-000 generator with one down-sampling, 4 for the deeper preset).
         overwrite: Replace an existing ``dst`` (only if it holds nothing but a crop output).
         log: Called with each progress line; ``None`` for silence.
+        pair_by_order: Pair by sorted position without comparing the names (the original).
 
     Returns:
         Dict with ``output`` (Path), ``train`` and ``test`` (lists of ``(name_a, name_b)``),
@@ -322,8 +328,8 @@ def prepare_dataset(
             raise TfmedganError(
                 f"{src / name}: folder missing (expected {src}/trainA and {src}/trainB)"
             )
-    train_pairs = pair_files(src / "trainA", src / "trainB")
-    existing_test_pairs = _split_pairs(src, "testA", "testB")
+    train_pairs = pair_files(src / "trainA", src / "trainB", pair_by_order=pair_by_order)
+    existing_test_pairs = _split_pairs(src, "testA", "testB", pair_by_order=pair_by_order)
     test_indices = set(choose_test_indices(len(train_pairs), float(test_fraction), int(seed)))
 
     jobs: list[tuple[Path, Path, str]] = []
