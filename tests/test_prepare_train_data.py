@@ -86,8 +86,16 @@ def _csv_file(source: Path) -> Path:
     return path
 
 
+def _zero_affine_pair(source: Path) -> Path:
+    from tests.io.test_crop import _break_zero_affine
+
+    return _break_zero_affine(source)
+
+
 @pytest.mark.parametrize(
-    "breaker", [_extra_b_file, _four_d_file, _csv_file], ids=["count", "4d", "csv"]
+    "breaker",
+    [_extra_b_file, _four_d_file, _csv_file, _zero_affine_pair],
+    ids=["count", "4d", "csv", "zero-affine"],
 )
 def test_main_bad_input_one_line_exit_2(tmp_path, capsys, breaker):
     source = make_dataset(tmp_path, count=2)

@@ -297,6 +297,24 @@ def _break_affine(source: Path) -> Path:
     return save(source / "trainB" / "sub-03_T2w.nii.gz", blob(), affine=affine)
 
 
+def _save_zero_affine(path: Path, data: np.ndarray) -> Path:
+    """A file whose sform is all zeros (code 1), as some converters write: affine cannot be decomposed."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.float32)
+    header["sform_code"], header["qform_code"] = 1, 0
+    for row in ("srow_x", "srow_y", "srow_z"):
+        header[row] = 0
+    nib.save(nib.Nifti1Image(data, None, header=header), str(path))
+    return path
+
+
+def _break_zero_affine(source: Path) -> Path:
+    # both files of the pair agree (all zero), so the pair check passes and only writing would fail
+    _save_zero_affine(source / "trainB" / "sub-01_T2w.nii.gz", blob(seed=5))
+    return _save_zero_affine(source / "trainA" / "sub-01_T1w.nii.gz", blob(seed=4))
+
+
 def _break_corrupt(source: Path) -> Path:
     path = source / "trainA" / "sub-03_T1w.nii.gz"
     path.write_bytes(b"\x1f\x8b garbage")
@@ -315,6 +333,7 @@ def _break_corrupt(source: Path) -> Path:
         (_break_shape, "shape"),
         (_break_affine, "affine differs"),
         (_break_corrupt, "cannot read"),
+        (_break_zero_affine, "affine cannot be decomposed"),
     ],
 )
 def test_prepare_dataset_bad_input_names_file_and_writes_nothing(tmp_path, breaker, fragment):

@@ -371,3 +371,12 @@ def test_pair_files_lists_only_the_first_mismatches(tmp_path):
     message = str(caught.value)
     assert "a02_T1w.nii ~ b02_T2w.nii" in message and "a03_T1w.nii" not in message
     assert "10 of 10 pairs" in message
+
+
+def test_write_volume_refuses_an_affine_that_cannot_be_decomposed(tmp_path):
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1
+    with pytest.raises(TfmedganError, match="cannot be decomposed") as caught:
+        write_volume(tmp_path / "z.nii.gz", blob(), affine)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

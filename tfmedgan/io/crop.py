@@ -114,6 +114,40 @@ def _crop_volume(volume: Volume, box: tuple[slice, ...]) -> Volume:
     )
 
 
+def check_writable_affine(volume: Volume) -> None:
+    """Refuse an affine that NIfTI cannot store as an orientation (e.g. all zeros).
+
+    Writing sets the qform, which needs the affine decomposed into rotation, zooms and shear;
+    nibabel cannot decompose a matrix with a zero or non-finite column. The same header calls
+    are tried here, on a scratch header, so the error comes before anything is written.
+
+    Raises:
+        TfmedganError: one line naming the file.
+    """
+    import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
+
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    scratch = nib.Nifti1Header()
+    try:
+        if not np.isfinite(affine).all():
+            raise ValueError("non-finite entries")
+        with np.errstate(all="ignore"):
+            scratch.set_qform(affine, code=1)
+            scratch.set_sform(affine, code=1)
+    except (HeaderDataError, ValueError, np.linalg.LinAlgError):
+        zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        raise TfmedganError(
+            f"{volume.path}: the affine cannot be decomposed into an orientation (voxel sizes "
+            f"{format_zooms(zooms)}); fix the file's sform/qform before cropping"
+        ) from None
+
+
+def format_zooms(zooms: Sequence[float]) -> str:
+    """``(1, 1, 0)`` style voxel sizes with at most 3 decimals."""
+    return "(" + ", ".join(f"{float(value):.3g}" for value in zooms) + ")"
+
+
 def _require_non_zero(volume: Volume) -> np.ndarray:
     """Non-zero mask of a volume; error naming the file if it is all zero."""
     mask = volume.data != 0
@@ -363,6 +397,8 @@ def prepare_dataset(
         vol_a = read_volume(path_a, dtype=np.float64)
         vol_b = read_volume(path_b, dtype=np.float64)
         crop_a, crop_b, box = crop_pair(vol_a, vol_b, margins)
+        check_writable_affine(crop_a)
+        check_writable_affine(crop_b)
         shape = box_shape(box)
         crops.append(
             {

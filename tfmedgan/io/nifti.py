@@ -22,6 +22,7 @@ from typing import Any, Union
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import HeaderDataError
 
 from tfmedgan.errors import TfmedganError
 
@@ -281,13 +282,20 @@ def write_volume(
     # The values are written as they are: no scale factors.
     new_header.set_slope_inter(None, None)
     image_class = nib.Nifti2Image if isinstance(new_header, nib.Nifti2Header) else nib.Nifti1Image
-    image = image_class(array, affine, header=new_header)
     qform_code = int(new_header["qform_code"])
     sform_code = int(new_header["sform_code"])
     if qform_code == 0 and sform_code == 0:
         qform_code = sform_code = 2
-    image.header.set_sform(affine, code=sform_code)
-    image.header.set_qform(affine, code=qform_code)
+    try:
+        with np.errstate(all="ignore"):
+            image = image_class(array, affine, header=new_header)
+            image.header.set_sform(affine, code=sform_code)
+            image.header.set_qform(affine, code=qform_code)
+    except (HeaderDataError, np.linalg.LinAlgError):
+        raise TfmedganError(
+            f"{path}: the affine cannot be decomposed into an orientation (a zero or degenerate "
+            "voxel axis); nothing was written"
+        ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(path)
     try:
