@@ -42,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-fraction",
         type=float,
         default=0.1,
-        help="fraction of pairs moved to testA/testB, in [0, 1) (default 0.1)",
+        help="fraction of pairs moved to testA/testB, in [0, 1) (default 0.1); not applied when "
+        "DATA_DIR already holds testA/testB pairs (that split is kept)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the test split (default 0)")
     parser.add_argument(

@@ -417,3 +417,27 @@ def test_prepare_dataset_checks_the_names_of_an_existing_test_split(tmp_path):
         prepare_dataset(source, test_fraction=0, log=quiet)
     summary = prepare_dataset(source, test_fraction=0, pair_by_order=True, log=quiet)
     assert summary["test"] == [("sub-20_T1w.nii.gz", "sub-21_T2w.nii.gz")]
+
+
+# ------------------------------------------------------------------ an existing test split
+
+
+def test_prepare_dataset_keeps_an_existing_test_split(tmp_path):
+    source = make_dataset(tmp_path, count=4)
+    save(source / "testA" / "sub-20_T1w.nii.gz", blob(seed=20))
+    save(source / "testB" / "sub-20_T2w.nii.gz", blob(seed=21))
+    lines: list[str] = []
+    summary = prepare_dataset(source, test_fraction=0.5, log=lines.append)
+    assert len(summary["train"]) == 4  # no train pair moved
+    assert summary["test"] == [("sub-20_T1w.nii.gz", "sub-20_T2w.nii.gz")]
+    kept = [line for line in lines if "existing" in line and "--test-fraction" in line]
+    assert len(kept) == 1, lines
+    assert sorted(p.name for p in (summary["output"] / "testA").iterdir()) == ["sub-20_T1w.nii.gz"]
+
+
+def test_prepare_dataset_splits_when_the_test_folders_are_empty(tmp_path):
+    source = make_dataset(tmp_path, count=4)
+    (source / "testA").mkdir()
+    (source / "testB").mkdir()
+    summary = prepare_dataset(source, test_fraction=0.5, log=quiet)
+    assert len(summary["train"]) == 2 and len(summary["test"]) == 2

@@ -5,8 +5,9 @@ each co-registered T1w/T2w pair to the union bounding box of their non-zero voxe
 affine unchanged and printed the element-wise largest crop as the smallest input shape. This
 module does the same, with these fixes: the affine origin is shifted so voxels keep their world
 coordinates, the X-range bug of the original is gone, all input is validated before anything
-is written, the output appears atomically, and a deterministic fraction of pairs becomes the
-test split.
+is written, the output appears atomically, a deterministic fraction of pairs becomes the
+test split (unless the input already has testA/testB pairs, which are kept as the split), and
+A/B names must agree less their modality (``--pair-by-order`` pairs by position as before).
 
 Example:
     >>> summary = prepare_dataset("data/MR", margin=2)  # doctest: +SKIP
@@ -306,8 +307,9 @@ def prepare_dataset(
     see :func:`tfmedgan.io.nifti.subject_key`). Each pair is cropped to the
     union bounding box of its non-zero voxels (plus ``margin``), the affine origin is shifted so
     every voxel keeps its world coordinate, and the header is otherwise kept. A deterministic
-    ``test_fraction`` of the pairs goes to ``testA``/``testB``; pairs already present in
-    ``src/testA`` and ``src/testB`` (the original layout) are cropped into the test folders too.
+    ``test_fraction`` of the pairs goes to ``testA``/``testB``, unless ``src/testA`` and
+    ``src/testB`` already hold pairs (the original layout): then that split is kept as it is (its
+    pairs are cropped into the test folders) and no train pair is moved.
 
     Everything is read and validated first; the output is then written into a hidden temporary
     folder next to ``dst`` and renamed to ``dst`` at the end, so a failure leaves no partial
@@ -317,7 +319,8 @@ def prepare_dataset(
         src: Dataset folder holding ``trainA`` and ``trainB`` (and optionally ``testA``/``testB``).
         dst: Output folder; default ``<src>_crop`` next to ``src``.
         margin: Voxels kept around the box on each side (int or one per axis), clipped.
-        test_fraction: Fraction of train pairs moved to the test folders, in ``[0, 1)``.
+        test_fraction: Fraction of train pairs moved to the test folders, in ``[0, 1)``; not
+            applied when ``src`` already has a test split.
         seed: Seed of the test-pair choice.
         multiple: The recommended input shape is rounded up to a multiple of this (2 for the
             seed-000 generator with one down-sampling, 4 for the deeper preset).
@@ -364,7 +367,10 @@ def prepare_dataset(
             )
     train_pairs = pair_files(src / "trainA", src / "trainB", pair_by_order=pair_by_order)
     existing_test_pairs = _split_pairs(src, "testA", "testB", pair_by_order=pair_by_order)
-    test_indices = set(choose_test_indices(len(train_pairs), float(test_fraction), int(seed)))
+    if existing_test_pairs:  # the user already made a test split: do not move train pairs too
+        test_indices: set[int] = set()
+    else:
+        test_indices = set(choose_test_indices(len(train_pairs), float(test_fraction), int(seed)))
 
     jobs: list[tuple[Path, Path, str]] = []
     for index, (path_a, path_b) in enumerate(train_pairs):
@@ -381,13 +387,17 @@ def prepare_dataset(
                 )
             destinations[key] = path
 
-    found = (
-        f"Found {len(train_pairs)} train pair(s) in {src}; {len(test_indices)} moved to the test "
-        f"split (--test-fraction {test_fraction}, --seed {seed})"
-    )
     if existing_test_pairs:
-        found += f"; {len(existing_test_pairs)} test pair(s) from testA/testB"
-    emit(found)
+        emit(
+            f"Found {len(train_pairs)} train pair(s) in {src} and an existing split of "
+            f"{len(existing_test_pairs)} test pair(s) in testA/testB: keeping it, --test-fraction "
+            f"{test_fraction} not applied"
+        )
+    else:
+        emit(
+            f"Found {len(train_pairs)} train pair(s) in {src}; {len(test_indices)} moved to the test "
+            f"split (--test-fraction {test_fraction}, --seed {seed})"
+        )
 
     # Pass 1: read and validate everything, compute the boxes. Nothing is written.
     crops: list[dict[str, Any]] = []
