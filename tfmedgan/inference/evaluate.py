@@ -49,16 +49,16 @@ def best_match_report(
     data_dirs = list(data_dirs or config.get("data_dirs") or ([config["data_dir"]] if config.get("data_dir") else []))
     if not data_dirs:
         raise TfmedganError("no training folders given and none stored in the run's config")
-    files = png.list_images(data_dirs)
-    bits = png.check_images(files)[2]
-    generator = load_network(run_dir, "generator")
-    resolution, channels = generator.outputs[0].shape[1], generator.outputs[0].shape[-1]
-    fakes = generate_images(generator, n, seed=seed)[..., 0]
     csv_path = _output_csv(run_dir, output)
     try:
         csv_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise TfmedganError(f"cannot create the output folder {csv_path.parent}: {error.strerror}") from None
+    files = png.list_images(data_dirs)
+    bits = png.check_images(files)[2]
+    generator = load_network(run_dir, "generator")
+    resolution, channels = generator.outputs[0].shape[1], generator.outputs[0].shape[-1]
+    fakes = generate_images(generator, n, seed=seed)[..., 0]
     rows = []
     for index, fake in enumerate(fakes):
         best, best_index, _ = metrics.best_match(fake, _chunks(files, resolution, channels, bits))
