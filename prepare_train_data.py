@@ -1,10 +1,11 @@
 """Crop paired T1w/T2w NIfTIs for 3D CycleGAN training (seed 000, ``prepare_train_data.py``).
 
 Put paired, co-registered volumes in ``DATA_DIR/trainA`` and ``DATA_DIR/trainB`` (paired by
-sorted file name), then run::
+sorted file name; the names less their modality must agree, e.g. ``sub-03_T1w.nii.gz`` with
+``sub-03_T2w.nii.gz``, unless ``--pair-by-order``), then run::
 
     python prepare_train_data.py data/MR [--output data/MR_crop] [--margin 0]
-        [--test-fraction 0.1] [--seed 0] [--multiple 4] [--overwrite]
+        [--test-fraction 0.1] [--seed 0] [--multiple 4] [--overwrite] [--pair-by-order]
 
 It writes ``DATA_DIR_crop/{trainA,trainB,testA,testB}`` and prints each crop and the smallest
 recommended input image shape. The input folder is never modified. User errors are printed as
@@ -41,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--test-fraction",
         type=float,
         default=0.1,
-        help="fraction of pairs moved to testA/testB, in [0, 1) (default 0.1)",
+        help="fraction of pairs moved to testA/testB, in [0, 1) (default 0.1); not applied when "
+        "DATA_DIR already holds testA/testB pairs (that split is kept)",
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the test split (default 0)")
     parser.add_argument(
@@ -52,6 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing output folder"
+    )
+    parser.add_argument(
+        "--pair-by-order",
+        action="store_true",
+        help="pair trainA/trainB by sorted position even when the names (less the modality, e.g. "
+        "_T1w/_T2w) differ, as the original did",
     )
     return parser
 
@@ -75,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seed=arguments.seed,
             multiple=arguments.multiple,
             overwrite=arguments.overwrite,
+            pair_by_order=arguments.pair_by_order,
         )
     except TfmedganError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -38,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import rss  # noqa: E402  (bench/rss.py: this script's folder is on sys.path)
+
 RESULTS = ROOT / "bench" / "results" / "cyclegan3d.json"
 SHAPES = {"64": (64, 64, 64), "128": (128, 128, 128), "full": (156, 188, 156)}
 VARIANTS = {
@@ -61,10 +63,8 @@ def worker_baseline() -> dict:
     """Peak RSS of a process that only imported TensorFlow (and ran one op)."""
     import tensorflow as tf
 
-    from tfmedgan.engine.memory import peak_rss_bytes
-
     tf.constant(1.0) + 1.0
-    return {"baseline_rss_gib": peak_rss_bytes() / GIB}
+    return {"baseline_rss_gib": rss.peak_rss_bytes() / GIB}
 
 
 def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> dict:
@@ -73,7 +73,6 @@ def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> d
     import numpy as np
     import tensorflow as tf
 
-    from tfmedgan.engine import memory
     from tfmedgan.engine.precision import set_precision
     from tfmedgan.engine.rundir import RunDirectory
     from tfmedgan.engine.trainer import Trainer
@@ -97,9 +96,9 @@ def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> d
         waits, times, finite = [], [], True
         for step in range(steps + 1):
             if step == 1:
-                warm_peak = memory.peak_rss_bytes()
-                memory.reset_peak_rss()
-                rss_before = memory.current_rss_bytes()
+                warm_peak = rss.peak_rss_bytes()
+                rss.reset_peak_rss()
+                rss_before = rss.current_rss_bytes()
             started = time.perf_counter()
             batch = next(batches)
             fetched = time.perf_counter()
@@ -107,7 +106,7 @@ def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> d
             finite = finite and all(np.isfinite(value) for value in losses.values())
             waits.append(fetched - started)
             times.append(time.perf_counter() - fetched)
-        step_peak = memory.peak_rss_bytes()
+        step_peak = rss.peak_rss_bytes()
         load_seconds = None
         if data_dir:
             from tfmedgan.data.nifti import load_model_input

@@ -86,8 +86,16 @@ def _csv_file(source: Path) -> Path:
     return path
 
 
+def _zero_affine_pair(source: Path) -> Path:
+    from tests.io.test_crop import _break_zero_affine
+
+    return _break_zero_affine(source)
+
+
 @pytest.mark.parametrize(
-    "breaker", [_extra_b_file, _four_d_file, _csv_file], ids=["count", "4d", "csv"]
+    "breaker",
+    [_extra_b_file, _four_d_file, _csv_file, _zero_affine_pair],
+    ids=["count", "4d", "csv", "zero-affine"],
 )
 def test_main_bad_input_one_line_exit_2(tmp_path, capsys, breaker):
     source = make_dataset(tmp_path, count=2)
@@ -107,3 +115,14 @@ def test_main_bad_option_values(tmp_path, capsys):
     assert prepare_train_data.main([str(tmp_path / "missing")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and all(line.startswith("error: ") for line in errors)
+
+
+def test_main_pair_by_order_flag(tmp_path, capsys):
+    source = make_dataset(tmp_path, count=2)
+    (source / "trainB" / "sub-00_T2w.nii.gz").rename(source / "trainB" / "sub-00b_T2w.nii.gz")
+    assert prepare_train_data.main([str(source), "--test-fraction", "0"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "sub-00_T1w.nii.gz ~ sub-00b_T2w.nii.gz" in lines[0] and "--pair-by-order" in lines[0]
+    assert not (tmp_path / "MR_crop").exists()
+    assert prepare_train_data.main([str(source), "--test-fraction", "0", "--pair-by-order"]) == 0
+    assert sorted(p.name for p in (tmp_path / "MR_crop" / "trainB").iterdir()) == ["sub-00b_T2w.nii.gz", "sub-01_T2w.nii.gz"]

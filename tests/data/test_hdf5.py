@@ -317,3 +317,17 @@ def test_standardize_validate_split_and_errors(tmp_path: Path):
     one_line_error(lambda: standardize_to_hdf5(volume, tmp_path / "c.h5", validate_fraction=1.0), "validate")
     one_line_error(lambda: standardize_to_hdf5(volume, tmp_path / "no" / "c.h5"), "does not exist")
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_a_description_without_train_says_the_validate_list_is_trained_on(tmp_path: Path, capsys):
+    write_h5(tmp_path / "v.h5", coordinate_volume())
+    source = write_json(tmp_path / "only_val.json", {"validate": [{"path": "v.h5"}]})
+    spec = load_dataset_spec(source)
+    assert spec.train == spec.validate
+    captured = capsys.readouterr()
+    lines = (captured.out + captured.err).strip().splitlines()
+    assert len(lines) == 1 and "no \"train\" list" in lines[0] and "validate" in lines[0] and str(source) in lines[0]
+    load_dataset_spec(write_json(tmp_path / "only_train.json", {"train": [{"path": "v.h5"}]}))
+    load_dataset_spec(write_json(tmp_path / "both.json", {"train": [{"path": "v.h5"}], "validate": [{"path": "v.h5"}]}))
+    captured = capsys.readouterr()
+    assert captured.out + captured.err == ""  # nothing said when train is there

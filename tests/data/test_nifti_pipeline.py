@@ -122,3 +122,12 @@ def test_validation_names_the_bad_file(dataset_dir, case, pattern):
     with pytest.raises(TfmedganError, match=pattern) as error:
         nifti.validate_pairs(pairs, max_shape=max_shape, progress=False)
     assert "sub-02" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_paired_files_refuses_mismatched_names_unless_pair_by_order(dataset_dir):
+    (dataset_dir / "trainB" / "sub-01_T2w.nii.gz").rename(dataset_dir / "trainB" / "sub-01x_T2w.nii.gz")
+    with pytest.raises(TfmedganError, match="sub-01_T1w.nii.gz ~ sub-01x_T2w.nii.gz"):
+        nifti.paired_files(dataset_dir, "train")
+    pairs = nifti.paired_files(dataset_dir, "train", pair_by_order=True)
+    assert (pairs[1][0].name, pairs[1][1].name) == ("sub-01_T1w.nii.gz", "sub-01x_T2w.nii.gz")
+    assert len(nifti.paired_files(dataset_dir, "train", paired=False)) == 4  # unpaired data: no name check

@@ -51,3 +51,43 @@ def test_skip_batches_skips_whole_batches_before_decoding(tmp_path):
     assert len(skipped) == 2
     for a, b in zip(full[1:], skipped):
         np.testing.assert_array_equal(a, b)
+
+
+# -- output inside the data (issue 10, section 2) ------------------------------------------------
+def _png(path, size=8):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.zeros((size, size), np.uint8)).save(path)
+
+
+def test_list_images_skips_run_directories_inside_the_data(tmp_path):
+    data = tmp_path / "data"
+    _png(data / "a.png")
+    _png(data / "sub" / "b.png")
+    run = data / "dcgan-20250101-000000"  # a run written into the data folder by an earlier training
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    _png(run / "samples" / "epoch-0001.png", size=16)
+    _png(run / "loss_curve.png", size=16)
+    not_a_run = data / "notes"  # a config.json alone does not make a run directory
+    (not_a_run).mkdir()
+    (not_a_run / "config.json").write_text("{}")
+    _png(not_a_run / "c.png")
+    files = png.list_images([data])
+    assert [p.relative_to(data).as_posix() for p in files] == ["a.png", "notes/c.png", "sub/b.png"]
+    assert png.check_images(files) == (8, 8, 8)  # no "mixed image sizes" from the run's figures
+
+
+def test_output_inside_or_equal_to_a_data_folder_is_refused(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    other = tmp_path / "other"
+    other.mkdir()
+    for output in (data, data / "runs", data / "runs" / "deeper"):
+        with pytest.raises(TfmedganError, match="inside the data folder") as caught:
+            png.check_output_outside([other, data], output)
+        assert "\n" not in str(caught.value)
+    # a relative spelling of the same place is caught too
+    with pytest.raises(TfmedganError, match="inside the data folder"):
+        png.check_output_outside([data], tmp_path / "other" / ".." / "data" / "runs")
+    png.check_output_outside([data, other], tmp_path / "runs")  # beside the data: fine
+    png.check_output_outside([data / "runs" / "x"], data)  # data below the output: fine (runs go into new subfolders)

@@ -297,6 +297,24 @@ def _break_affine(source: Path) -> Path:
     return save(source / "trainB" / "sub-03_T2w.nii.gz", blob(), affine=affine)
 
 
+def _save_zero_affine(path: Path, data: np.ndarray) -> Path:
+    """A file whose sform is all zeros (code 1), as some converters write: affine cannot be decomposed."""
+    header = nib.Nifti1Header()
+    header.set_data_shape(data.shape)
+    header.set_data_dtype(np.float32)
+    header["sform_code"], header["qform_code"] = 1, 0
+    for row in ("srow_x", "srow_y", "srow_z"):
+        header[row] = 0
+    nib.save(nib.Nifti1Image(data, None, header=header), str(path))
+    return path
+
+
+def _break_zero_affine(source: Path) -> Path:
+    # both files of the pair agree (all zero), so the pair check passes and only writing would fail
+    _save_zero_affine(source / "trainB" / "sub-01_T2w.nii.gz", blob(seed=5))
+    return _save_zero_affine(source / "trainA" / "sub-01_T1w.nii.gz", blob(seed=4))
+
+
 def _break_corrupt(source: Path) -> Path:
     path = source / "trainA" / "sub-03_T1w.nii.gz"
     path.write_bytes(b"\x1f\x8b garbage")
@@ -315,6 +333,7 @@ def _break_corrupt(source: Path) -> Path:
         (_break_shape, "shape"),
         (_break_affine, "affine differs"),
         (_break_corrupt, "cannot read"),
+        (_break_zero_affine, "affine cannot be decomposed"),
     ],
 )
 def test_prepare_dataset_bad_input_names_file_and_writes_nothing(tmp_path, breaker, fragment):
@@ -371,3 +390,54 @@ def test_prepare_dataset_existing_output_refused_unless_overwrite(tmp_path):
         prepare_dataset(source, overwrite=True, log=quiet)
     assert (destination / "notes.txt").read_text() == "mine"
     assert sorted(entry.name for entry in tmp_path.iterdir()) == ["MR", "MR_crop"]
+
+
+# ------------------------------------------------------------------ pairs that do not match
+
+
+def test_prepare_dataset_refuses_mismatched_names_unless_pair_by_order(tmp_path):
+    source = make_dataset(tmp_path, count=3)
+    moved = source / "trainB" / "sub-01_T2w.nii.gz"
+    moved.rename(source / "trainB" / "sub-01b_T2w.nii.gz")  # still second in sorted order
+    before = tree_hashes(source)
+    with pytest.raises(TfmedganError, match="sub-01_T1w.nii.gz ~ sub-01b_T2w.nii.gz") as info:
+        prepare_dataset(source, log=quiet)
+    assert "\n" not in str(info.value)
+    assert sorted(entry.name for entry in tmp_path.iterdir()) == ["MR"]  # nothing written
+    summary = prepare_dataset(source, test_fraction=0, pair_by_order=True, log=quiet)
+    assert ("sub-01_T1w.nii.gz", "sub-01b_T2w.nii.gz") in summary["train"]
+    assert tree_hashes(source) == before
+
+
+def test_prepare_dataset_checks_the_names_of_an_existing_test_split(tmp_path):
+    source = make_dataset(tmp_path, count=2)
+    for domain, name in (("A", "sub-20_T1w.nii.gz"), ("B", "sub-21_T2w.nii.gz")):
+        save(source / f"test{domain}" / name, blob())
+    with pytest.raises(TfmedganError, match="sub-20_T1w.nii.gz ~ sub-21_T2w.nii.gz"):
+        prepare_dataset(source, test_fraction=0, log=quiet)
+    summary = prepare_dataset(source, test_fraction=0, pair_by_order=True, log=quiet)
+    assert summary["test"] == [("sub-20_T1w.nii.gz", "sub-21_T2w.nii.gz")]
+
+
+# ------------------------------------------------------------------ an existing test split
+
+
+def test_prepare_dataset_keeps_an_existing_test_split(tmp_path):
+    source = make_dataset(tmp_path, count=4)
+    save(source / "testA" / "sub-20_T1w.nii.gz", blob(seed=20))
+    save(source / "testB" / "sub-20_T2w.nii.gz", blob(seed=21))
+    lines: list[str] = []
+    summary = prepare_dataset(source, test_fraction=0.5, log=lines.append)
+    assert len(summary["train"]) == 4  # no train pair moved
+    assert summary["test"] == [("sub-20_T1w.nii.gz", "sub-20_T2w.nii.gz")]
+    kept = [line for line in lines if "existing" in line and "--test-fraction" in line]
+    assert len(kept) == 1, lines
+    assert sorted(p.name for p in (summary["output"] / "testA").iterdir()) == ["sub-20_T1w.nii.gz"]
+
+
+def test_prepare_dataset_splits_when_the_test_folders_are_empty(tmp_path):
+    source = make_dataset(tmp_path, count=4)
+    (source / "testA").mkdir()
+    (source / "testB").mkdir()
+    summary = prepare_dataset(source, test_fraction=0.5, log=quiet)
+    assert len(summary["train"]) == 2 and len(summary["test"]) == 2

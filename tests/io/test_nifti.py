@@ -304,3 +304,79 @@ def test_pad_center_too_large_and_allowed_crop():
     assert restored.shape == data.shape
     np.testing.assert_array_equal(restored[1:4], data[1:4])
     assert restored[0].sum() == 0 and restored[4:].sum() == 0
+
+
+# -- pairs whose names do not match (issue 10, section 2) ----------------------------------------
+@pytest.mark.parametrize(
+    "name_a, name_b",
+    [
+        ("sub-03_T1w.nii.gz", "sub-03_T2w.nii.gz"),
+        ("sub-03_ses-1_T1w.nii.gz", "sub-03_ses-1_T2w.nii"),
+        ("sub-03_acq-mprage_T1w.nii.gz", "sub-03_acq-space_T2w.nii.gz"),  # BIDS: subject and session decide
+        ("case7_t1.nii", "case7_t2.nii"),
+        ("case7-T1.nii.gz", "case7-T2.nii.gz"),
+        ("case7T1.nii.gz", "case7T2.nii.gz"),
+        ("T1_case7.nii.gz", "T2_case7.nii.gz"),
+        ("case7_flair.nii.gz", "case7_T1ce.nii.gz"),
+        ("case7_CT.nii.gz", "case7_MR.nii.gz"),
+        ("patient12.nii.gz", "patient12.nii.gz"),  # identical stems
+    ],
+)
+def test_subject_key_matches_names_less_their_modality(name_a, name_b):
+    from tfmedgan.io.nifti import subject_key
+
+    assert subject_key(name_a) == subject_key(name_b)
+
+
+@pytest.mark.parametrize(
+    "name_a, name_b",
+    [
+        ("sub-03_T1w.nii.gz", "sub-04_T2w.nii.gz"),
+        ("sub-03_ses-1_T1w.nii.gz", "sub-03_ses-2_T2w.nii.gz"),
+        ("patient1.nii.gz", "patient2.nii.gz"),  # 't1'/'t2' inside a word are not modality tokens
+        ("case7_t1.nii", "case8_t2.nii"),
+    ],
+)
+def test_subject_key_tells_different_subjects_apart(name_a, name_b):
+    from tfmedgan.io.nifti import subject_key
+
+    assert subject_key(name_a) != subject_key(name_b)
+
+
+def _touch_pairs(tmp_path, names_a, names_b):
+    for folder, names in (("A", names_a), ("B", names_b)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        for name in names:
+            (tmp_path / folder / name).write_bytes(b"")
+
+
+def test_pair_files_refuses_pairs_whose_names_differ_unless_by_order(tmp_path):
+    names_a = [f"sub-{i:02d}_T1w.nii.gz" for i in (1, 2, 3, 5, 6, 7)]
+    names_b = [f"sub-{i:02d}_T2w.nii.gz" for i in (1, 2, 4, 5, 6, 8)]  # 03~04 and 07~08 differ
+    _touch_pairs(tmp_path, names_a, names_b)
+    with pytest.raises(TfmedganError) as caught:
+        pair_files(tmp_path / "A", tmp_path / "B")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "sub-03_T1w.nii.gz ~ sub-04_T2w.nii.gz" in message and "sub-07_T1w.nii.gz ~ sub-08_T2w.nii.gz" in message
+    assert "2 of 6 pairs" in message and "--pair-by-order" in message
+    pairs = pair_files(tmp_path / "A", tmp_path / "B", pair_by_order=True)  # the original behaviour
+    assert [(a.name, b.name) for a, b in pairs][2] == ("sub-03_T1w.nii.gz", "sub-04_T2w.nii.gz")
+
+
+def test_pair_files_lists_only_the_first_mismatches(tmp_path):
+    _touch_pairs(tmp_path, [f"a{i:02d}_T1w.nii" for i in range(10)], [f"b{i:02d}_T2w.nii" for i in range(10)])
+    with pytest.raises(TfmedganError) as caught:
+        pair_files(tmp_path / "A", tmp_path / "B")
+    message = str(caught.value)
+    assert "a02_T1w.nii ~ b02_T2w.nii" in message and "a03_T1w.nii" not in message
+    assert "10 of 10 pairs" in message
+
+
+def test_write_volume_refuses_an_affine_that_cannot_be_decomposed(tmp_path):
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1
+    with pytest.raises(TfmedganError, match="cannot be decomposed") as caught:
+        write_volume(tmp_path / "z.nii.gz", blob(), affine)
+    assert "\n" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []

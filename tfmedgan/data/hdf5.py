@@ -15,7 +15,8 @@ A dataset description is a JSON file listing HDF5 volumes for training and valid
 * ``ROI0``/``ROI1``/``ROI2`` = ``[start, stop]`` restrict axis 0/1/2 to ``start <= i < stop``
   (Python slice rules: negative values count from the end, ``null`` means the axis start/end).
   A missing ROI means the whole axis.
-* If one of ``"train"``/``"validate"`` is missing, the other list is used for it.
+* If one of ``"train"``/``"validate"`` is missing, the other list is used for it. Training on
+  the ``"validate"`` list is announced with one ``note:`` line on stderr.
 
 A bare ``.h5`` path is accepted as a description too: one volume (dataset ``"data"``, whole
 volume) used for both splits. Volumes are expected to be standardised (``(x - mean) / std``,
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -221,6 +223,8 @@ def load_dataset_spec(path: str | os.PathLike) -> DatasetSpec:
         splits[name] = [
             _parse_entry(entry, source.parent, f"{name}[{index}] of {source}") for index, entry in enumerate(entries)
         ]
+    if "train" not in splits:
+        print(f"note: {source} has no \"train\" list: training on its \"validate\" list", file=sys.stderr)
     train = splits.get("train", splits.get("validate"))
     validate = splits.get("validate", splits.get("train"))
     return DatasetSpec(train=list(train), validate=list(validate), source=source)

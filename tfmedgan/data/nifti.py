@@ -4,6 +4,7 @@ Layout of a data folder (seed 000)::
 
     DATA_DIR/trainA/*.nii[.gz]   domain A (e.g. T1w)
     DATA_DIR/trainB/*.nii[.gz]   domain B (e.g. T2w), paired with trainA by sorted file name
+                                 (names less the modality must agree: sub-03_T1w ~ sub-03_T2w)
     DATA_DIR/testA, DATA_DIR/testB   (optional) held-out pairs for samples and evaluation
 
 Every file is checked once before training (:func:`validate_pairs`): NIfTI name, readable, 3D,
@@ -34,7 +35,9 @@ from tfmedgan.io.nifti import check_pair, list_nifti, pad_or_crop_center, pair_f
 Pair = tuple[Path, Path]
 
 
-def paired_files(data_dir: str | Path, split: str = "train", paired: bool = True) -> list[Pair]:
+def paired_files(
+    data_dir: str | Path, split: str = "train", paired: bool = True, pair_by_order: bool = False
+) -> list[Pair]:
     """The (A, B) file pairs of ``DATA_DIR/<split>A`` and ``DATA_DIR/<split>B``.
 
     Args:
@@ -42,19 +45,22 @@ def paired_files(data_dir: str | Path, split: str = "train", paired: bool = True
         split: ``"train"`` or ``"test"``.
         paired: Require equal counts and pair by sorted name. When False (unpaired data) the
             shorter domain is repeated cyclically so that every file of the longer one is used.
+        pair_by_order: With ``paired``, pair by sorted position without checking that both
+            files name the same subject (:func:`tfmedgan.io.nifti.subject_key`).
 
     Returns:
         ``[(a, b), ...]`` of length ``max(nA, nB)``.
 
     Raises:
-        TfmedganError: Missing folders, non-NIfTI entries, empty folders or (paired) unequal counts.
+        TfmedganError: Missing folders, non-NIfTI entries, empty folders or (paired) unequal counts
+            or pairs naming different subjects.
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise TfmedganError(f"{data_dir}: data folder does not exist")
     dir_a, dir_b = data_dir / f"{split}A", data_dir / f"{split}B"
     if paired:
-        return pair_files(dir_a, dir_b)
+        return pair_files(dir_a, dir_b, pair_by_order=pair_by_order)
     files_a, files_b = list_nifti(dir_a), list_nifti(dir_b)
     for folder, files in ((dir_a, files_a), (dir_b, files_b)):
         if not files:

@@ -7,6 +7,7 @@ then decoded in parallel batch by batch: the set is never held in memory.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -18,8 +19,32 @@ from tfmedgan.errors import TfmedganError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
+def is_run_directory(folder: Path) -> bool:
+    """Whether ``folder`` is a tfmedgan run directory (a config.json beside a checkpoints/ folder)."""
+    return (folder / "config.json").is_file() and (folder / "checkpoints").is_dir()
+
+
+def _images_below(folder: Path) -> list[Path]:
+    # os.walk so whole run directories are pruned, not only filtered out file by file; like
+    # Path.rglob on Python 3.11 it does not descend into symlinked folders
+    found = []
+    for root, directories, names in os.walk(folder):
+        here = Path(root)
+        directories[:] = [d for d in directories if not is_run_directory(here / d)]
+        found.extend(
+            here / name
+            for name in names
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".") and (here / name).is_file()
+        )
+    return sorted(found)
+
+
 def list_images(folders: Sequence[str | Path]) -> list[Path]:
-    """All PNG/JPEG files below ``folders`` (recursive), in a stable sorted order per folder."""
+    """All PNG/JPEG files below ``folders`` (recursive), in a stable sorted order per folder.
+
+    Run directories below a data folder (see :func:`is_run_directory`) and everything inside them
+    are skipped, so the samples and figures of a run written into the data are never trained on.
+    """
     if not folders:
         raise TfmedganError("no data folder given")
     files: list[Path] = []
@@ -27,13 +52,30 @@ def list_images(folders: Sequence[str | Path]) -> list[Path]:
         folder = Path(folder)
         if not folder.is_dir():
             raise TfmedganError(f"data folder {folder} does not exist")
-        found = sorted(
-            p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith(".")
-        )
+        found = _images_below(folder)
         if not found:
             raise TfmedganError(f"data folder {folder} holds no .png/.jpg images")
         files.extend(found)
     return files
+
+
+def check_output_outside(data_dirs: Sequence[str | Path], output_dir: str | Path) -> None:
+    """Refuse an output folder equal to or inside one of the data folders.
+
+    Runs written there would be searched with the data, so the next training would see its own
+    samples (or stop on mixed image sizes). Paths are compared after resolving symlinks and ``..``.
+
+    Raises:
+        TfmedganError: one line naming both folders.
+    """
+    output = Path(output_dir).resolve()
+    for data in data_dirs:
+        resolved = Path(data).resolve()
+        if output == resolved or resolved in output.parents:
+            raise TfmedganError(
+                f"output folder {output_dir} is inside the data folder {data}: runs written there would be "
+                "read as training images; choose an OUTPUT_DIR outside the data"
+            )
 
 
 DECODABLE_FORMATS = {"PNG", "JPEG"}

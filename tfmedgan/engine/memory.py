@@ -1,4 +1,5 @@
-"""Memory tools: gradient checkpointing of Keras functional models, and peak-RSS measurement.
+"""Memory tools: gradient checkpointing of Keras functional models, and an estimate of the
+activation memory a training step keeps (the process-RSS measurement is in ``bench/rss.py``).
 
 Gradient checkpointing (``--recompute``) trades compute for memory: instead of keeping every
 activation of a network for the backward pass, only the tensors at a few *boundaries* are kept and
@@ -21,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from typing import Callable, Sequence
 
 import keras
@@ -250,37 +250,3 @@ def boundary_bytes(model: keras.Model, boundaries: Sequence[str]) -> int:
     """Bytes per example of the outputs of the named layers (the tensors kept between segments)."""
     outputs = {node.operation.name: node.outputs[0] for node in _model_nodes(model)}
     return sum(_tensor_bytes(outputs[name]) for name in boundaries)
-
-
-# -- measurement -----------------------------------------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as stream:
-        match = re.search(rf"^{field}:\s+(\d+) kB", stream.read(), re.MULTILINE)
-    if match is None:
-        raise TfmedganError(f"/proc/self/status has no {field} (Linux only)")
-    return int(match.group(1))
-
-
-def current_rss_bytes() -> int:
-    """Resident set size of this process now (Linux ``VmRSS``)."""
-    return 1024 * _status_kib("VmRSS")
-
-
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since start or the last :func:`reset_peak_rss`
-    (Linux ``VmHWM``)."""
-    return 1024 * _status_kib("VmHWM")
-
-
-def reset_peak_rss() -> bool:
-    """Reset the peak RSS to the current RSS (Linux >= 4.0: ``5`` to ``/proc/self/clear_refs``).
-
-    Returns:
-        True on success, False where the kernel does not allow it.
-    """
-    try:
-        with open("/proc/self/clear_refs", "w") as stream:
-            stream.write("5")
-    except OSError:
-        return False
-    return True

@@ -5,8 +5,9 @@ each co-registered T1w/T2w pair to the union bounding box of their non-zero voxe
 affine unchanged and printed the element-wise largest crop as the smallest input shape. This
 module does the same, with these fixes: the affine origin is shifted so voxels keep their world
 coordinates, the X-range bug of the original is gone, all input is validated before anything
-is written, the output appears atomically, and a deterministic fraction of pairs becomes the
-test split.
+is written, the output appears atomically, a deterministic fraction of pairs becomes the
+test split (unless the input already has testA/testB pairs, which are kept as the split), and
+A/B names must agree less their modality (``--pair-by-order`` pairs by position as before).
 
 Example:
     >>> summary = prepare_dataset("data/MR", margin=2)  # doctest: +SKIP
@@ -112,6 +113,40 @@ def _crop_volume(volume: Volume, box: tuple[slice, ...]) -> Volume:
         header=header,
         path=volume.path,
     )
+
+
+def check_writable_affine(volume: Volume) -> None:
+    """Refuse an affine that NIfTI cannot store as an orientation (e.g. all zeros).
+
+    Writing sets the qform, which needs the affine decomposed into rotation, zooms and shear;
+    nibabel cannot decompose a matrix with a zero or non-finite column. The same header calls
+    are tried here, on a scratch header, so the error comes before anything is written.
+
+    Raises:
+        TfmedganError: one line naming the file.
+    """
+    import nibabel as nib
+    from nibabel.spatialimages import HeaderDataError
+
+    affine = np.asarray(volume.affine, dtype=np.float64)
+    scratch = nib.Nifti1Header()
+    try:
+        if not np.isfinite(affine).all():
+            raise ValueError("non-finite entries")
+        with np.errstate(all="ignore"):
+            scratch.set_qform(affine, code=1)
+            scratch.set_sform(affine, code=1)
+    except (HeaderDataError, ValueError, np.linalg.LinAlgError):
+        zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+        raise TfmedganError(
+            f"{volume.path}: the affine cannot be decomposed into an orientation (voxel sizes "
+            f"{format_zooms(zooms)}); fix the file's sform/qform before cropping"
+        ) from None
+
+
+def format_zooms(zooms: Sequence[float]) -> str:
+    """``(1, 1, 0)`` style voxel sizes with at most 3 decimals."""
+    return "(" + ", ".join(f"{float(value):.3g}" for value in zooms) + ")"
 
 
 def _require_non_zero(volume: Volume) -> np.ndarray:
@@ -239,7 +274,9 @@ def _check_replaceable(dst: Path) -> None:
                 )
 
 
-def _split_pairs(folder: Path, name_a: str, name_b: str) -> list[tuple[Path, Path]]:
+def _split_pairs(
+    folder: Path, name_a: str, name_b: str, pair_by_order: bool = False
+) -> list[tuple[Path, Path]]:
     """Pairs of an optional split; two missing or empty folders give no pairs."""
     dir_a, dir_b = folder / name_a, folder / name_b
     if not dir_a.exists() and not dir_b.exists():
@@ -249,7 +286,7 @@ def _split_pairs(folder: Path, name_a: str, name_b: str) -> list[tuple[Path, Pat
             raise TfmedganError(f"{directory}: folder missing ({name_a} and {name_b} go together)")
     if not list_nifti(dir_a) and not list_nifti(dir_b):
         return []
-    return pair_files(dir_a, dir_b)
+    return pair_files(dir_a, dir_b, pair_by_order=pair_by_order)
 
 
 def prepare_dataset(
@@ -261,14 +298,18 @@ def prepare_dataset(
     multiple: int = 4,
     overwrite: bool = False,
     log: Callable[[str], Any] | None = print,
+    pair_by_order: bool = False,
 ) -> dict[str, Any]:
     """Crop every pair of ``src/{trainA,trainB}`` and write ``dst/{trainA,trainB,testA,testB}``.
 
-    Files of ``trainA`` and ``trainB`` are paired by sorted name. Each pair is cropped to the
+    Files of ``trainA`` and ``trainB`` are paired by sorted name, and (unless ``pair_by_order``)
+    each pair must name the same subject less the modality (``sub-03_T1w`` with ``sub-03_T2w``,
+    see :func:`tfmedgan.io.nifti.subject_key`). Each pair is cropped to the
     union bounding box of its non-zero voxels (plus ``margin``), the affine origin is shifted so
     every voxel keeps its world coordinate, and the header is otherwise kept. A deterministic
-    ``test_fraction`` of the pairs goes to ``testA``/``testB``; pairs already present in
-    ``src/testA`` and ``src/testB`` (the original layout) are cropped into the test folders too.
+    ``test_fraction`` of the pairs goes to ``testA``/``testB``, unless ``src/testA`` and
+    ``src/testB`` already hold pairs (the original layout): then that split is kept as it is (its
+    pairs are cropped into the test folders) and no train pair is moved.
 
     Everything is read and validated first; the output is then written into a hidden temporary
     folder next to ``dst`` and renamed to ``dst`` at the end, so a failure leaves no partial
@@ -278,12 +319,14 @@ def prepare_dataset(
         src: Dataset folder holding ``trainA`` and ``trainB`` (and optionally ``testA``/``testB``).
         dst: Output folder; default ``<src>_crop`` next to ``src``.
         margin: Voxels kept around the box on each side (int or one per axis), clipped.
-        test_fraction: Fraction of train pairs moved to the test folders, in ``[0, 1)``.
+        test_fraction: Fraction of train pairs moved to the test folders, in ``[0, 1)``; not
+            applied when ``src`` already has a test split.
         seed: Seed of the test-pair choice.
         multiple: The recommended input shape is rounded up to a multiple of this (2 for the
             seed-000 generator with one down-sampling, 4 for the deeper preset).
         overwrite: Replace an existing ``dst`` (only if it holds nothing but a crop output).
         log: Called with each progress line; ``None`` for silence.
+        pair_by_order: Pair by sorted position without comparing the names (the original).
 
     Returns:
         Dict with ``output`` (Path), ``train`` and ``test`` (lists of ``(name_a, name_b)``),
@@ -322,9 +365,12 @@ def prepare_dataset(
             raise TfmedganError(
                 f"{src / name}: folder missing (expected {src}/trainA and {src}/trainB)"
             )
-    train_pairs = pair_files(src / "trainA", src / "trainB")
-    existing_test_pairs = _split_pairs(src, "testA", "testB")
-    test_indices = set(choose_test_indices(len(train_pairs), float(test_fraction), int(seed)))
+    train_pairs = pair_files(src / "trainA", src / "trainB", pair_by_order=pair_by_order)
+    existing_test_pairs = _split_pairs(src, "testA", "testB", pair_by_order=pair_by_order)
+    if existing_test_pairs:  # the user already made a test split: do not move train pairs too
+        test_indices: set[int] = set()
+    else:
+        test_indices = set(choose_test_indices(len(train_pairs), float(test_fraction), int(seed)))
 
     jobs: list[tuple[Path, Path, str]] = []
     for index, (path_a, path_b) in enumerate(train_pairs):
@@ -341,13 +387,17 @@ def prepare_dataset(
                 )
             destinations[key] = path
 
-    found = (
-        f"Found {len(train_pairs)} train pair(s) in {src}; {len(test_indices)} moved to the test "
-        f"split (--test-fraction {test_fraction}, --seed {seed})"
-    )
     if existing_test_pairs:
-        found += f"; {len(existing_test_pairs)} test pair(s) from testA/testB"
-    emit(found)
+        emit(
+            f"Found {len(train_pairs)} train pair(s) in {src} and an existing split of "
+            f"{len(existing_test_pairs)} test pair(s) in testA/testB: keeping it, --test-fraction "
+            f"{test_fraction} not applied"
+        )
+    else:
+        emit(
+            f"Found {len(train_pairs)} train pair(s) in {src}; {len(test_indices)} moved to the test "
+            f"split (--test-fraction {test_fraction}, --seed {seed})"
+        )
 
     # Pass 1: read and validate everything, compute the boxes. Nothing is written.
     crops: list[dict[str, Any]] = []
@@ -357,6 +407,8 @@ def prepare_dataset(
         vol_a = read_volume(path_a, dtype=np.float64)
         vol_b = read_volume(path_b, dtype=np.float64)
         crop_a, crop_b, box = crop_pair(vol_a, vol_b, margins)
+        check_writable_affine(crop_a)
+        check_writable_affine(crop_b)
         shape = box_shape(box)
         crops.append(
             {

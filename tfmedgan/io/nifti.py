@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any, Union
 
 import nibabel as nib
 import numpy as np
+from nibabel.spatialimages import HeaderDataError
 
 from tfmedgan.errors import TfmedganError
 
@@ -94,6 +96,69 @@ def nifti_stem(path: PathLike) -> str:
         if lower.endswith(suffix):
             return name[: -len(suffix)]
     return name
+
+
+MODALITY_TOKENS: tuple[str, ...] = (
+    "t1w", "t2w", "t1", "t2", "t1ce", "t1c", "t1gd", "t2star", "t2s", "flair", "pd", "pdw", "ct", "mr", "mri",
+)
+"""Modality names removed from a file name before A/B pairs are compared (case-insensitive)."""
+
+_TOKENS = "|".join(sorted(MODALITY_TOKENS, key=len, reverse=True))
+_TRAILING_TOKEN = re.compile(rf"[_\-.](?:{_TOKENS})$", re.IGNORECASE)
+_LEADING_TOKEN = re.compile(rf"^(?:{_TOKENS})[_\-.]", re.IGNORECASE)
+_GLUED_TOKEN = re.compile(r"(?<=[a-z0-9])T[12]w?$")  # 'case7T1': upper-case T after a digit or lower-case letter
+_BIDS_SUBJECT = re.compile(r"(?:^|_)sub-([A-Za-z0-9]+)")
+_BIDS_SESSION = re.compile(r"(?:^|_)ses-([A-Za-z0-9]+)")
+
+
+def subject_key(path: PathLike) -> str:
+    """The part of a NIfTI file name that names the subject, for checking A/B pairs.
+
+    The rule, applied to the name without ``.nii``/``.nii.gz``:
+
+    1. A BIDS name (holding a ``sub-<label>`` entity) gives ``sub-<label>``, plus ``_ses-<label>``
+       when it has a session; other entities (``acq-``, ``run-``, the suffix ``T1w``) are ignored.
+    2. Otherwise one trailing modality token is removed when it follows ``_``, ``-`` or ``.``
+       (``case7_t1``, ``case7-FLAIR``; tokens in :data:`MODALITY_TOKENS`), or an upper-case
+       ``T1``/``T2``/``T1w``/``T2w`` glued to a digit or lower-case letter (``case7T1``), and one
+       leading token followed by a separator (``T1_case7``).
+    3. The result is compared case-insensitively (it is returned in lower case).
+
+    Two identical names always give the same key. ``patient1``/``patient2`` stay different: a
+    ``t1`` inside a word is not a token.
+
+    Example:
+        >>> subject_key("sub-03_ses-1_T1w.nii.gz"), subject_key("case7_t2.nii")
+        ('sub-03_ses-1', 'case7')
+    """
+    stem = nifti_stem(path)
+    subject = _BIDS_SUBJECT.search(stem)
+    if subject:
+        session = _BIDS_SESSION.search(stem)
+        return (f"sub-{subject.group(1)}" + (f"_ses-{session.group(1)}" if session else "")).lower()
+    key = _TRAILING_TOKEN.sub("", stem)
+    if key == stem:
+        key = _GLUED_TOKEN.sub("", stem)
+    key = _LEADING_TOKEN.sub("", key) or key
+    return (key or stem).lower()
+
+
+def check_pair_names(pairs: Sequence[tuple[Path, Path]], shown: int = 3) -> None:
+    """Refuse A/B pairs whose names, less their modality, differ (see :func:`subject_key`).
+
+    Raises:
+        TfmedganError: one line with the count and the first ``shown`` mismatched pairs.
+    """
+    wrong = [(a, b) for a, b in pairs if subject_key(a) != subject_key(b)]
+    if not wrong:
+        return
+    listed = ", ".join(f"{a.name} ~ {b.name}" for a, b in wrong[:shown])
+    more = ", ..." if len(wrong) > shown else ""
+    folders = f"{wrong[0][0].parent} and {wrong[0][1].parent}"
+    raise TfmedganError(
+        f"{folders}: files are paired by sorted name, but {len(wrong)} of {len(pairs)} pairs name different "
+        f"subjects: {listed}{more}; rename them, or use --pair-by-order to pair by sorted position anyway"
+    )
 
 
 def read_volume(
@@ -217,13 +282,20 @@ def write_volume(
     # The values are written as they are: no scale factors.
     new_header.set_slope_inter(None, None)
     image_class = nib.Nifti2Image if isinstance(new_header, nib.Nifti2Header) else nib.Nifti1Image
-    image = image_class(array, affine, header=new_header)
     qform_code = int(new_header["qform_code"])
     sform_code = int(new_header["sform_code"])
     if qform_code == 0 and sform_code == 0:
         qform_code = sform_code = 2
-    image.header.set_sform(affine, code=sform_code)
-    image.header.set_qform(affine, code=qform_code)
+    try:
+        with np.errstate(all="ignore"):
+            image = image_class(array, affine, header=new_header)
+            image.header.set_sform(affine, code=sform_code)
+            image.header.set_qform(affine, code=qform_code)
+    except (HeaderDataError, np.linalg.LinAlgError):
+        raise TfmedganError(
+            f"{path}: the affine cannot be decomposed into an orientation (a zero or degenerate "
+            "voxel axis); nothing was written"
+        ) from None
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_sibling(path)
     try:
@@ -266,12 +338,17 @@ def list_nifti(folder: PathLike) -> list[Path]:
     return files
 
 
-def pair_files(dir_a: PathLike, dir_b: PathLike) -> list[tuple[Path, Path]]:
+def pair_files(dir_a: PathLike, dir_b: PathLike, pair_by_order: bool = False) -> list[tuple[Path, Path]]:
     """Pair the NIfTI files of two folders by sorted file name.
+
+    Unless ``pair_by_order``, every pair must name the same subject once the modality is
+    removed (:func:`subject_key`, e.g. ``sub-03_T1w`` with ``sub-03_T2w``), so a missing or
+    renamed file cannot shift every later pair by one.
 
     Args:
         dir_a: Domain A folder (e.g. ``trainA``).
         dir_b: Domain B folder (e.g. ``trainB``).
+        pair_by_order: Pair by sorted position without comparing names (the original behaviour).
 
     Returns:
         ``[(a_0, b_0), (a_1, b_1), ...]``.
@@ -279,7 +356,7 @@ def pair_files(dir_a: PathLike, dir_b: PathLike) -> list[tuple[Path, Path]]:
     Raises:
         TfmedganError: Unequal counts (the message names both folders and the first file
             without a partner in sorted order), an empty folder, or any error of
-            :func:`list_nifti`.
+            :func:`list_nifti`, or (unless ``pair_by_order``) pairs naming different subjects.
     """
     files_a = list_nifti(dir_a)
     files_b = list_nifti(dir_b)
@@ -293,7 +370,10 @@ def pair_files(dir_a: PathLike, dir_b: PathLike) -> list[tuple[Path, Path]]:
         )
     if not files_a:
         raise TfmedganError(f"{Path(dir_a)}: no .nii or .nii.gz files found")
-    return list(zip(files_a, files_b))
+    pairs = list(zip(files_a, files_b))
+    if not pair_by_order:
+        check_pair_names(pairs)
+    return pairs
 
 
 def check_pair(

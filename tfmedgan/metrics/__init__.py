@@ -21,19 +21,9 @@ Example:
     7
 """
 
+from tfmedgan.metrics import intensity, search, structural_similarity
 from tfmedgan.metrics.intensity import mae, mutual_information, psnr
 from tfmedgan.metrics.search import Precision, _default_workers, best_match, ssim_many
 from tfmedgan.metrics.structural_similarity import K1, K2, WINDOW_SIZE, ssim, ssim_map
 
-__all__ = [
-    "WINDOW_SIZE",
-    "K1",
-    "K2",
-    "ssim",
-    "ssim_map",
-    "ssim_many",
-    "best_match",
-    "psnr",
-    "mae",
-    "mutual_information",
-]
+__all__ = [*structural_similarity.__all__, *search.__all__, *intensity.__all__]

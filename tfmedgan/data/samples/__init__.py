@@ -32,6 +32,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from tfmedgan.data.samples import slices, subjects, template
 from tfmedgan.data.samples.slices import make_png_slices, sample_slices_dir
 from tfmedgan.data.samples.subjects import make_paired_subjects
 from tfmedgan.data.samples.template import (
@@ -46,19 +47,7 @@ from tfmedgan.data.samples.template import (
 
 _PHANTOM_NAMES = ("fibre_composite", "block_downsample", "microct_pair", "write_phantom_dataset")
 
-__all__ = [
-    "BRAINWEB_T1",
-    "BRAINWEB_T2",
-    "MNI152Templates",
-    "load_mni152",
-    "tissue_probabilities",
-    "synthetic_t1_t2",
-    "make_png_slices",
-    "sample_slices_dir",
-    "make_paired_subjects",
-    "cache_root",
-    *_PHANTOM_NAMES,
-]
+__all__ = [*template.__all__, *slices.__all__, *subjects.__all__, *_PHANTOM_NAMES]
 
 
 def __getattr__(name: str) -> Any:
