@@ -25,7 +25,7 @@ def test_dry_run_of_the_readme_example_needs_no_data_and_no_neptune_token(capsys
     assert (resolved["resolution"], resolved["epochs"], resolved["batch"], resolved["lr"]) == (256, 40, 64, 1e-4)
     assert (resolved["g_input_res"], resolved["g_init_filters"], resolved["d_final_res"], resolved["d_input_filters"]) == (8, 512, 8, 32)
     assert resolved["fade_in_base"] == 80.0 and resolved["neptune"] is True and resolved["model"] == "stylegan2"
-    assert (resolved["latent"], resolved["beta"], resolved["val"], resolved["seed"], resolved["loss"]) == (100, 0.5, 16, 1, "bce")
+    assert (resolved["latent"], resolved["beta_1"], resolved["n_samples"], resolved["seed"], resolved["loss"]) == (100, 0.5, 16, 1, "bce")
     assert not out.exists()
     row = dry_run(capsys, [*README, "--minibatch-std", "row", "d", str(out), "8", "512", "8", "32", "80"])
     assert row["parameters"] == {"generator": 4_844_294, "discriminator": 6_493_185}

@@ -33,7 +33,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type, titl
     Options have no argparse default, so the values a user gave can be told apart from defaults
     (they override a preset, and are checked against the stored config on ``--resume``).
     """
-    groups: dict[str, Any] = {}
+    groups: dict[str, Any] = {title: parser.add_argument_group(title)}  # the model's own options first
     for field in dataclasses.fields(config_class):
         meta = field.metadata
         if not meta.get("cli"):
@@ -44,7 +44,7 @@ def add_config_options(parser: argparse.ArgumentParser, config_class: type, titl
         flags = list(meta["flags"] or [f"--{field.name.replace('_', '-')}"]) + list(meta["aliases"])
         kwargs: dict[str, Any] = {"dest": field.name, "default": SUPPRESS}
         shown = default if not isinstance(default, dict) else "see the model's docs"
-        help_text = f"{meta['help']} (default: {shown})"
+        help_text = meta["help"] if shown in ("", []) else f"{meta['help']} (default: {shown})"
         if isinstance(default, bool):
             if default and meta.get("negative"):
                 group.add_argument(meta["negative"], action="store_false", help=help_text, **kwargs)
@@ -131,10 +131,19 @@ def _write_subjects(out, args) -> str:
     return f"wrote {n} T1w/T2w pairs to {out}/trainA and {out}/trainB"
 
 
+def _write_brats(out, args) -> str:
+    from tfmedgan.data.samples.brats import make_brats_cases
+
+    n = 2 if args.n is None else args.n
+    make_brats_cases(out, n_per_split=n, voxel_size_mm=args.voxel_mm, seed=args.seed)
+    return f"wrote {n} BraTS-layout cases per split of two institutions (domain1, domain2) to {out}"
+
+
 #: Kinds of built-in sample data: name -> (help, writer(out_dir, args) -> message).
 SAMPLE_KINDS = {
     "slices": ("2D PNG brain slices (256 by default)", _write_slices),
     "subjects": ("paired 3D T1w/T2w NIfTI subjects in trainA/trainB (8 by default)", _write_subjects),
+    "brats": ("BraTS-layout T1/T2/FLAIR cases of two scanner 'institutions' (2 per split by default)", _write_brats),
 }
 
 
@@ -177,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     for spec in all_models():
         _add_training_parser(subparsers, spec)
         for command in spec.commands:
+            if command.name in subparsers.choices:  # shared by several models (e.g. dcgan-ssim)
+                continue
             sub = subparsers.add_parser(command.name, help=command.help, description=command.description or command.help)
             command.add_arguments(sub)
             sub.add_argument("--verbose", action="store_true", help="show TensorFlow's C++ log lines")

@@ -24,7 +24,7 @@ def tiny(png_folder, tmp_path, **overrides) -> StyleGAN2Config:
     values = dict(
         data_dir=str(png_folder), output_dir=str(tmp_path / "runs"), name="run", resolution=32,
         g_input_res=4, g_init_filters=32, d_final_res=4, d_input_filters=8, latent=8, batch=4,
-        epochs=2, fade_in_base=2.0, val=4, checkpoint_minutes=0,
+        epochs=2, fade_in_base=2.0, n_samples=4, checkpoint_minutes=0,
     )
     values.update(overrides)
     return StyleGAN2Config(**values)

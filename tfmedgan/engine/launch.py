@@ -77,8 +77,8 @@ def launch(
         trainer = Trainer(recipe, run_dir, resume=bool(resume), strategy=strategy, progress=progress and chief)
         try:
             summary = trainer.fit(stop_after_steps=stop_after_steps)
+            recipe.on_train_end(run_dir)  # may still read the recipe's data: close comes after it
         finally:
             recipe.close()
-        recipe.on_train_end(run_dir)
         (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary

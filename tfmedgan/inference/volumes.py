@@ -198,6 +198,40 @@ def score_volume(synthetic: np.ndarray, real: np.ndarray, mask: np.ndarray) -> d
     }
 
 
+def score_pairs(models: dict[str, tuple[keras.Model, Sequence[int]]], pairs: Sequence[tuple[Path, Path]]) -> list[dict]:
+    """Per-pair and mean scores of translators on (A, B) test pairs (see :func:`evaluate_run`).
+
+    Args:
+        models: direction (``A2B``/``B2A``) -> (generator, model shape); missing directions are skipped.
+        pairs: (path A, path B) NIfTI pairs.
+
+    Returns:
+        Rows ``file, direction, mae, psnr, ssim, mutual_information`` plus one ``mean`` row per direction.
+    """
+    from tfmedgan.io.nifti import check_pair
+
+    rows: list[dict] = []
+    for path_a, path_b in pairs:
+        volume_a, volume_b = read_volume(path_a), read_volume(path_b)
+        check_pair(volume_a, volume_b)
+        for direction, source, target in (("A2B", volume_a, volume_b), ("B2A", volume_b, volume_a)):
+            if direction not in models:
+                continue
+            model, shape = models[direction]
+            synthetic = translate_volume(model, source.data, shape)
+            target_shape = tuple(max(s, m) for s, m in zip(target.shape, shape))
+            padded, padding = pad_or_crop_center(target.data, target_shape)
+            real = undo_center_pad(scale_to_unit_range(padded), padding)
+            scores = score_volume(synthetic, real, target.data > 0)
+            rows.append({"file": source.name, "direction": direction, **scores})
+    for direction in models:
+        selected = [row for row in rows if row["direction"] == direction]
+        if selected:
+            rows.append({"file": "mean", "direction": direction,
+                         **{k: float(np.mean([row[k] for row in selected])) for k in METRIC_COLUMNS}})
+    return rows
+
+
 def evaluate_run(
     run_dir: str | Path, test_dir: str | Path | None = None, output: str | Path | None = None
 ) -> tuple[list[dict], Path]:
@@ -225,24 +259,7 @@ def evaluate_run(
     test_dir = Path(test_dir or values.get("data_dir", ""))
     pairs = paired_files(test_dir, "test", paired=True)
     models = {direction: load_translator(run_dir, direction) for direction in DIRECTIONS}
-    rows: list[dict] = []
-    for path_a, path_b in pairs:
-        volume_a, volume_b = read_volume(path_a), read_volume(path_b)
-        from tfmedgan.io.nifti import check_pair
-
-        check_pair(volume_a, volume_b)
-        for direction, source, target in (("A2B", volume_a, volume_b), ("B2A", volume_b, volume_a)):
-            model, shape = models[direction]
-            synthetic = translate_volume(model, source.data, shape)
-            target_shape = tuple(max(s, m) for s, m in zip(target.shape, shape))
-            padded, padding = pad_or_crop_center(target.data, target_shape)
-            real = undo_center_pad(scale_to_unit_range(padded), padding)
-            scores = score_volume(synthetic, real, target.data > 0)
-            rows.append({"file": source.name, "direction": direction, **scores})
-    for direction in DIRECTIONS:
-        selected = [row for row in rows if row["direction"] == direction]
-        rows.append({"file": "mean", "direction": direction,
-                     **{k: float(np.mean([row[k] for row in selected])) for k in METRIC_COLUMNS}})
+    rows = score_pairs(models, pairs)
     path = Path(output) if output else run_dir / "evaluation.csv"
     with open(path, "w", newline="") as stream:
         writer = csv.DictWriter(stream, fieldnames=["file", "direction", *METRIC_COLUMNS])

@@ -6,3 +6,6 @@ from tfmedgan.layers.stylegan import (  # noqa: F401
 )
 from tfmedgan.layers.normalization import InstanceNormalization  # noqa: F401
 from tfmedgan.layers.padding import ReflectionPadding  # noqa: F401
+from tfmedgan.layers.normalization import RunningStatisticsBatchNormalization  # noqa: F401
+from tfmedgan.layers.blurpool import BlurPool  # noqa: F401
+from tfmedgan.layers.scale import ChannelScale  # noqa: F401

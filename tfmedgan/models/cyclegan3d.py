@@ -336,6 +336,24 @@ class CycleGAN3DRecipe(CycleGANBase):
             self._sample = (nifti_data.load_model_input(files[0], shape), nifti_data.load_model_input(files[1], shape))
         return self._sample
 
+    # -- validation ------------------------------------------------------------------------------
+    validation_metric = ("a2b_ssim", "max")
+    best_networks = ("generator_a2b", "generator_b2a")
+
+    def validate(self, epoch: int, step: int) -> dict[str, float]:
+        """MAE, PSNR, SSIM and mutual information of both directions on DATA_DIR/testA, testB
+        (in the brain mask, on the training scale; as ``--evaluate``). Empty without a test split."""
+        from tfmedgan.inference.volumes import score_pairs
+
+        pairs = self._test_pairs()
+        if not pairs:
+            return {}
+        shape = self.model_shape()
+        models = {"A2B": (self.networks["generator_a2b"], shape), "B2A": (self.networks["generator_b2a"], shape)}
+        means = [row for row in score_pairs(models, pairs) if row["file"] == "mean"]
+        return {f"{row['direction'].lower()}_{key}": float(value) for row in means for key, value in row.items()
+                if key not in ("file", "direction")}
+
     # -- networks --------------------------------------------------------------------------------
     def _network_input_shape(self) -> tuple:
         """Spatial sizes are dynamic (any valid shape at inference) except Z with zslice norm."""
