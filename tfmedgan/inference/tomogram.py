@@ -15,6 +15,12 @@ by :func:`tfmedgan.data.hdf5.standardize_to_hdf5`) unless ``standardize=False``.
 ``<stem>_enhanced.h5`` with the float16 dataset ``data`` (the original's format) and, for a NIfTI
 input, also ``<stem>_enhanced.nii.gz`` whose voxel size is the input's divided by SR and whose
 affine places each output voxel at the centre of its sub-voxel of the input grid.
+
+Axis order: the training patch ``[d, h, w]`` (and ``stride``) are in the order of the HDF5
+training volumes, ``(z, y, x)`` (axis 0 = slice). nibabel returns NIfTI arrays as ``(x, y, z)``,
+so a NIfTI input is transposed to ``(z, y, x)`` for the network (an anisotropic patch and the
+orientation the network learned then meet the axes they were trained on) and the result is
+transposed back: both outputs of a NIfTI input are in the input's ``(x, y, z)`` order.
 """
 
 from __future__ import annotations
@@ -125,6 +131,7 @@ def enhance_volume(
     border: int | None = None,
     standardize: bool = True,
     progress: bool = False,
+    nifti_axes: bool = False,
 ) -> np.ndarray:
     """Enhance one volume; returns float32 of shape ``super_resolution * volume.shape``.
 
@@ -139,6 +146,9 @@ def enhance_volume(
         border: Masked output voxels at interior faces; default ``10 * SR`` (the original).
         standardize: Standardise the input by its own mean and std first.
         progress: Progress bar over windows.
+        nifti_axes: ``volume`` is in NIfTI ``(x, y, z)`` order while ``patch``/``stride`` are in
+            the ``(z, y, x)`` order of the HDF5 training data: the volume is transposed for the
+            network and the result transposed back to ``(x, y, z)``.
     """
     from tfmedgan.inference.sliding_window import sliding_window_inference
     from tfmedgan.networks.unet3d import check_patch
@@ -146,6 +156,8 @@ def enhance_volume(
     array = np.asarray(volume, np.float32)
     if array.ndim != 3:
         raise TfmedganError(f"expected a 3D volume, got shape {array.shape}")
+    if nifti_axes:  # (x, y, z) -> (z, y, x), the axis order of the training patches
+        array = np.ascontiguousarray(array.transpose(2, 1, 0))
     if standardize:
         std = float(array.std(dtype=np.float64))
         array = (array - float(array.mean(dtype=np.float64))) / (std if std > 0 else 1.0)
@@ -158,10 +170,11 @@ def enhance_volume(
     def predict(batch: np.ndarray) -> np.ndarray:
         return np.asarray(model(batch, training=False), np.float32)
 
-    return sliding_window_inference(
+    enhanced = sliding_window_inference(
         array, predict, patch, scale=int(super_resolution), stride=stride, border=border, blend=blend,
         batch_size=batch_size, progress=progress,
     )
+    return np.ascontiguousarray(enhanced.transpose(2, 1, 0)) if nifti_axes else enhanced
 
 
 def write_hdf5_float16(path: str | Path, volume: np.ndarray, dset: str = "data") -> Path:
@@ -202,7 +215,8 @@ def enhance_file(
     """Enhance one tomogram file into ``out_dir``; returns the written files.
 
     Writes ``<stem>_enhanced.h5`` (float16 dataset ``data``) and, for a NIfTI input,
-    ``<stem>_enhanced.nii.gz`` with zooms / affine scaled by ``1 / SR``.
+    ``<stem>_enhanced.nii.gz`` with zooms / affine scaled by ``1 / SR``. A NIfTI input is enhanced
+    in the training axis order (see the module docstring); ``stride`` is in that order too.
 
     Example:
         >>> enhance_file("runs/cyclegan-sr-1", "data/scan_1.h5", "enhanced")  # doctest: +SKIP
@@ -220,7 +234,8 @@ def enhance_file(
     model, info = load_enhancer(run_dir)
     factor = info["super_resolution"]
     enhanced = enhance_volume(model, volume, info["patch"], factor, blend=blend, batch_size=batch_size,
-                              stride=stride, border=border, standardize=standardize, progress=progress)
+                              stride=stride, border=border, standardize=standardize, progress=progress,
+                              nifti_axes=affine is not None)
     written = [write_hdf5_float16(targets[0], enhanced)]
     if affine is not None:
         from tfmedgan.io.nifti import write_volume
