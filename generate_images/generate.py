@@ -38,10 +38,9 @@ from tfmedgan.errors import TfmedganError  # noqa: E402
 
 
 def _check_out_dir(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise TfmedganError(f"OUT_DIR {out} is a file, not a folder")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise TfmedganError(f"output folder {out} exists and is not empty (use --overwrite)")
+    from tfmedgan.io.paths import check_output_dir
+
+    check_output_dir(out, overwrite)
 
 
 def _generate_2d(args) -> int:
@@ -74,6 +73,7 @@ def _translate_3d(args) -> int:
 
 def _enhance_tomogram(args) -> int:
     run_dir, tomogram, out_dir = args.paths
+    _check_out_dir(Path(out_dir), overwrite=True)  # enhance_file refuses existing target files itself
     from tfmedgan.inference.tomogram import enhance_file
 
     written = enhance_file(
@@ -130,7 +130,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tile-batch", type=int, default=2, help="tomogram: windows per network call (default: 2)")
     parser.add_argument("--dset", default="data", help="tomogram: HDF5 dataset name of the input (default: data)")
     parser.add_argument("--stride", type=int, nargs=3, metavar=("D", "H", "W"),
-                        help="tomogram: window stride (default: patch - 24, the original)")
+                        help="tomogram: window stride in the (z, y, x) order of the training patch, also for NIfTI input "
+                        "(default: patch - 24, the original)")
     parser.add_argument("--border", type=int, help="tomogram: masked output voxels at interior faces (default: 10 x SR)")
     parser.add_argument("--no-standardize", action="store_true",
                         help="tomogram: do not standardise the input by its mean and std")

@@ -38,11 +38,28 @@ def configure(model: str, preset: str | None = None, sample_data: bool = False, 
         config.validate()
         spec.sample_data(config)
     config.validate()
+    _check_output_outside_data(spec, config)
     if config.name:
         run_path = Path(config.output_dir) / config.name
         if run_path.exists():
             raise TfmedganError(f"run directory {run_path} already exists: pick another --name or use --resume {run_path}")
     return config
+
+
+def _check_output_outside_data(spec, config: EngineConfig) -> None:
+    """Refuse an OUTPUT_DIR inside (or equal to) a data folder: the next run would find its
+    generated files among the training data."""
+    output = Path(config.output_dir).resolve()
+    for slot in spec.positionals:
+        if slot.kind != "path" or slot.field == "output_dir":
+            continue
+        value = getattr(config, slot.field, None)
+        for folder in value if isinstance(value, list) else [value]:
+            if folder and Path(folder).is_dir():
+                data = Path(folder).resolve()
+                if output == data or data in output.parents:
+                    raise TfmedganError(f"OUTPUT_DIR {config.output_dir} is inside the data folder {folder}: "
+                                        "choose an output folder outside the data")
 
 
 def resume_config(run_dir: str | Path, expected_model: str | None = None,

@@ -175,10 +175,15 @@ def test_keep_checkpoints_prunes_the_older_ones(tmp_path):
 
 
 def test_a_rollback_window_keeps_the_checkpoints_it_may_reach(tmp_path):
-    run_dir, _ = launch(ToyRecipe(toy(tmp_path, checkpoint_steps=2, keep_checkpoints=1, rollback_reach=5)),
-                        progress=False)
-    # step 12 minus a reach of 5 steps: everything from step 7 on stays, older ones go
-    assert checkpoint_names(run_dir) == ["ckpt-000000008.npz", "ckpt-000000010.npz", "ckpt-000000012.npz"]
+    """Checkpoints every 2 steps, keep 1, reach 5. At step 12 a roll-back may ask for step 7, which
+    needs ckpt-6: everything from step 6 on stays. The recipe then asks for exactly that."""
+    recipe = ToyRecipe(toy(tmp_path, checkpoint_steps=2, keep_checkpoints=1, rollback_reach=5,
+                           rollback_after_epoch=1, rollback_to=7))
+    run_dir, summary = launch(recipe, progress=False)
+    assert recipe.seen_at_rollback["checkpoints"] == ["ckpt-000000006.npz"]
+    assert ("after_rollback", 6) in recipe.calls
+    assert summary["steps"] == 12 and steps(run_dir) == list(range(1, 13))
+    assert checkpoint_names(run_dir) == [f"ckpt-{s:09d}.npz" for s in (6, 8, 10, 12)]
 
 
 # -- 4. NaN guard ----------------------------------------------------------------------------------
@@ -214,6 +219,8 @@ def test_rollback_restores_truncates_calls_the_recipe_and_continues(tmp_path, re
         ("validate", 1, 12), ("after_epoch", 1, 12),
         ("validate", 2, 18), ("after_epoch", 2, 18),
     ]
+    # when after_rollback runs, the later checkpoints and log rows are gone already
+    assert recipe.seen_at_rollback == {"checkpoints": ["ckpt-000000008.npz"], "last_logged_step": 8}
     assert ("dataset", 1, 2) in recipe.calls  # epoch 1 resumed at its third batch
     assert steps(run_dir) == list(range(1, 19))
     np.testing.assert_allclose(losses(run_dir), losses(reference), rtol=0, atol=1e-6)

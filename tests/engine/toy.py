@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, ClassVar
 
 import keras
@@ -75,6 +76,7 @@ class ToyRecipe(Recipe):
         self.calls: list[tuple[Any, ...]] = []
         self.rolled_back = False
         self.validations = 0
+        self.seen_at_rollback: dict[str, Any] | None = None  # run directory state when after_rollback ran
         self.drop_remainder = False
 
     # -- data ------------------------------------------------------------------------------------
@@ -166,6 +168,11 @@ class ToyRecipe(Recipe):
 
     def after_rollback(self, step: int) -> None:
         self.calls.append(("after_rollback", step))
+        run_path = Path(self.config.output_dir) / self.config.name
+        self.seen_at_rollback = {
+            "checkpoints": sorted(p.name for p in (run_path / "checkpoints").glob("ckpt-*")),
+            "last_logged_step": int(float(run_path.joinpath("losses.csv").read_text().split()[-1].split(",")[0])),
+        }
         self.rollbacks.assign_add(1)
 
     def rollback_steps_needed(self) -> int:

@@ -97,12 +97,19 @@ class Trainer:
         return path
 
     def _prune_checkpoints(self) -> None:
-        """Keep the newest ``keep_checkpoints`` plus every checkpoint a roll-back may still need."""
+        """Keep the newest ``keep_checkpoints`` plus every checkpoint a roll-back may still need:
+        a roll-back to any step in ``[step - reach, step]`` restores the newest checkpoint at or
+        before it, so the newest one at or before ``step - reach`` stays as well."""
         found = ckpt.list_checkpoints(self.run_dir.checkpoints)
+        kept = set(found[-self.config.keep_checkpoints :])
         reach = self.recipe.rollback_steps_needed()
-        horizon = self.step - reach if reach else None
-        for path in found[: -self.config.keep_checkpoints]:
-            if horizon is None or ckpt.checkpoint_step(path) < horizon:
+        if reach:
+            horizon = self.step - reach
+            kept.update(p for p in found if ckpt.checkpoint_step(p) >= horizon)
+            reachable = [p for p in found if ckpt.checkpoint_step(p) <= horizon]
+            kept.update(reachable[-1:])
+        for path in found:
+            if path not in kept:
                 path.unlink(missing_ok=True)
 
     def restore_latest(self) -> Path | None:

@@ -98,6 +98,8 @@ class CycleGAN3DConfig(EngineConfig):
     lambda_identity: float = option(1.0, "weight of the identity L1 losses")
     supervised: bool = option(True, "unpaired data: no supervised loss, no pair checks, unequal counts allowed",
                               negative="--unpaired")
+    pair_by_order: bool = option(False, "pair trainA/trainB by sorted position only, as the original did; otherwise "
+                                 "the names less their modality suffix must match")
     identity_every: int = option(10, "identity update every N steps (0: never)")
     generator_updates: int = option(2, "generator updates per discriminator update")
     pool_size: int = option(50, "fake-volume history per domain (memory: 2 x N volumes)")
@@ -273,13 +275,14 @@ class CycleGAN3DRecipe(CycleGANBase):
         if not self.config.data_dir:
             raise TfmedganError("no data folder given: DATA_DIR must hold trainA and trainB")
         if not hasattr(self, "_pairs"):
-            self._pairs = nifti_data.paired_files(self.config.data_dir, "train", paired=self.config.supervised)
+            self._pairs = nifti_data.paired_files(self.config.data_dir, "train", paired=self.config.supervised,
+                                                   pair_by_order=self.config.pair_by_order)
         return self._pairs
 
     def _test_pairs(self) -> list[nifti_data.Pair]:
         data = Path(self.config.data_dir)
         if (data / "testA").is_dir() and (data / "testB").is_dir():
-            return nifti_data.paired_files(data, "test", paired=self.config.supervised)
+            return nifti_data.paired_files(data, "test", paired=self.config.supervised, pair_by_order=self.config.pair_by_order)
         return []
 
     def resolve_shape(self, largest: tuple[int, int, int] | None = None) -> tuple[int, int, int]:

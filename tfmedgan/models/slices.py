@@ -106,7 +106,8 @@ def _ssim_arguments(parser) -> None:
     parser.add_argument("data_dirs", nargs="*", help="training folders (default: those in the run's config)")
     parser.add_argument("--n", type=int, default=1, help="number of generated images to score (default: 1)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the generated latents (default: 0)")
-    parser.add_argument("--output", help="CSV file (default: RUN_DIR/ssim.csv); figures go beside it")
+    parser.add_argument("--output", help="CSV file, or a folder (then FOLDER/ssim.csv); the ssim_match_*.png figures "
+                        "go beside it (default: RUN_DIR)")
 
 
 def _run_ssim(args) -> int:
