@@ -58,7 +58,8 @@ def imported_names(tree: ast.AST, module: str, path: Path, top_level_only: bool)
             source = resolve(module, path, node.level, node.module)
             found.append((node.lineno, source))
             found.extend((node.lineno, f"{source}.{alias.name}") for alias in node.names if alias.name != "*")
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+        elif (isinstance(node, ast.Call)
+              and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
               and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
             found.append((node.lineno, node.args[0].value))
         if top_level_only and isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):

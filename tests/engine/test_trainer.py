@@ -151,8 +151,10 @@ def test_interrupted_and_resumed_run_repeats_the_uninterrupted_one(tmp_path, ref
     assert not list(cut.models.iterdir())
 
     # a run stopped before the export still yields its networks, from the newest checkpoint
-    stopped = load_network(run_path, "regressor", build_recipe=lambda values: ToyRecipe(config_from_dict(ToyConfig, values)))
-    for variable, stored in zip(stopped.variables, network_arrays(cut.checkpoints / "ckpt-000000004.npz", "regressor")):
+    stopped = load_network(run_path, "regressor",
+                           build_recipe=lambda values: ToyRecipe(config_from_dict(ToyConfig, values)))
+    at_step_4 = network_arrays(cut.checkpoints / "ckpt-000000004.npz", "regressor")
+    for variable, stored in zip(stopped.variables, at_step_4, strict=True):
         np.testing.assert_array_equal(variable.numpy(), stored)
 
     recipe = ToyRecipe(toy(tmp_path, checkpoint_steps=4))
@@ -163,7 +165,8 @@ def test_interrupted_and_resumed_run_repeats_the_uninterrupted_one(tmp_path, ref
     np.testing.assert_allclose(losses(resumed), losses(reference)[:12], rtol=0, atol=1e-6)
     assert_same_checkpoint(resumed.checkpoints / "ckpt-000000012.npz", reference.checkpoints / "ckpt-000000012.npz")
     finished = load_network(run_path, "regressor")
-    for variable, stored in zip(finished.variables, network_arrays(reference.checkpoints / "ckpt-000000012.npz", "regressor")):
+    at_step_12 = network_arrays(reference.checkpoints / "ckpt-000000012.npz", "regressor")
+    for variable, stored in zip(finished.variables, at_step_12, strict=True):
         np.testing.assert_allclose(variable.numpy(), stored, rtol=0, atol=1e-6)
 
 
@@ -268,10 +271,12 @@ def test_validation_history_plot_and_best_model(tmp_path, monkeypatch):
     run_dir, _ = launch(recipe, progress=False)
     rows = read_rows(run_dir.path / "validation.csv")
     assert list(rows[0]) == ["step", "epoch", "score", "mse"]
-    assert [(int(r["step"]), int(r["epoch"]), float(r["score"])) for r in rows] == [(12, 1, 0.5), (24, 3, 0.3), (30, 4, 0.4)]
+    assert [(int(r["step"]), int(r["epoch"]), float(r["score"])) for r in rows] == [
+        (12, 1, 0.5), (24, 3, 0.3), (30, 4, 0.4)]
     assert all(0 < float(r["mse"]) < 1 for r in rows)
     assert best_exports == [("best_", ["regressor"])] * 2
-    assert sorted(p.name for p in run_dir.models.iterdir()) == ["best_regressor.keras", "critic.keras", "regressor.keras"]
+    assert sorted(p.name for p in run_dir.models.iterdir()) == [
+        "best_regressor.keras", "critic.keras", "regressor.keras"]  # best_networks: the regressor only
     best = keras.models.load_model(run_dir.models / "best_regressor.keras")
     at_best = network_arrays(run_dir.checkpoints / "ckpt-000000024.npz", "regressor")
     at_end = network_arrays(run_dir.checkpoints / "ckpt-000000030.npz", "regressor")
