@@ -73,20 +73,38 @@ def network_arrays(checkpoint, name) -> list[np.ndarray]:
     return [arrays[k] for k in sorted(arrays) if k.startswith(f"network.{name}/")]
 
 
+def _no_plot(self, validation_rows=()):
+    return None
+
+
+@pytest.fixture
+def real_plots():
+    """Requested by the tests that look at loss_curve.png; the others skip drawing it (matplotlib
+    takes most of a toy run's time)."""
+
+
+@pytest.fixture(autouse=True)
+def _quick_plots(request, monkeypatch):
+    if "real_plots" not in request.fixturenames:
+        monkeypatch.setattr(RunDirectory, "plot_losses", _no_plot)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """One uninterrupted 3-epoch run (18 steps) with a checkpoint every 2 steps, all kept."""
     folder = tmp_path_factory.mktemp("reference")
     keras.mixed_precision.set_global_policy("float32")
-    run_dir, summary = launch(ToyRecipe(toy(folder, "reference", epochs=3, checkpoint_steps=2, keep_checkpoints=20,
-                                            validate_every=1)), progress=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(RunDirectory, "plot_losses", _no_plot)
+        run_dir, summary = launch(ToyRecipe(toy(folder, "reference", epochs=3, checkpoint_steps=2,
+                                                keep_checkpoints=20, validate_every=1)), progress=False)
     assert summary["steps"] == 18
     return run_dir
 
 
 # -- 1. the loop -----------------------------------------------------------------------------------
-def test_run_directory_contents_hooks_and_falling_losses(tmp_path):
-    recipe = ToyRecipe(toy(tmp_path, epochs=4))
+def test_run_directory_contents_hooks_and_falling_losses(tmp_path, real_plots):
+    recipe = ToyRecipe(toy(tmp_path, epochs=4, mark_after_epoch=2))
     run_dir, summary = launch(recipe, progress=False)
 
     config = json.loads(run_dir.config_path.read_text())
@@ -106,6 +124,9 @@ def test_run_directory_contents_hooks_and_falling_losses(tmp_path):
     for saved, trained in zip(exported.variables, recipe.networks["regressor"].variables):
         np.testing.assert_array_equal(saved.numpy(), trained.numpy())
     assert checkpoint_names(run_dir) == ["ckpt-000000018.npz", "ckpt-000000024.npz"]  # keep_checkpoints=2
+    # after epoch 2 the recipe changed a state variable and asked for the checkpoint again
+    marks = [int(checkpoint_arrays(run_dir.checkpoints / name)["state/00001"]) for name in checkpoint_names(run_dir)]
+    assert marks == [1, 1]
     assert not (run_dir.path / "validation.csv").exists()
     written = json.loads((run_dir.path / "summary.json").read_text())
     assert (written["steps"], written["epochs"]) == (24, 4) == (summary["steps"], summary["epochs"])
@@ -117,6 +138,7 @@ def test_run_directory_contents_hooks_and_falling_losses(tmp_path):
     assert [c for c in recipe.calls if c[0] == "after_epoch"] == [("after_epoch", e, 6 * (e + 1)) for e in range(4)]
     with pytest.raises(TfmedganError, match="already exists"):
         launch(ToyRecipe(toy(tmp_path, epochs=4)), progress=False)
+    assert steps(run_dir) == list(range(1, 25))  # the refused launch changed nothing
 
 
 def test_dry_run_counts_parameters_without_training(tmp_path):
@@ -126,16 +148,23 @@ def test_dry_run_counts_parameters_without_training(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_max_steps_at_an_epoch_end_leaves_a_checkpoint_to_resume_from(tmp_path, reference):
-    run_dir, summary = launch(ToyRecipe(toy(tmp_path, epochs=4, checkpoint=2, max_steps=6)), progress=False)
-    assert summary["steps"] == 6
-    assert checkpoint_names(run_dir) == ["ckpt-000000006.npz"]
-    _, summary = launch(ToyRecipe(toy(tmp_path, epochs=4, checkpoint=2, max_steps=9)), resume=str(run_dir.path),
-                        progress=False)
+def test_max_steps_mid_epoch_and_at_an_epoch_end_leave_a_checkpoint_to_resume_from(tmp_path, reference, real_plots):
+    """--max-steps 3 stops mid-epoch (validated, plotted, checkpointed); resumed with 6 it stops at
+    the end of epoch 0 although only every second epoch checkpoints; resumed with 9 it goes on
+    from there. The losses are the uninterrupted run's."""
+    options = dict(epochs=4, checkpoint=2, validate_every=1)
+    run_dir, summary = launch(ToyRecipe(toy(tmp_path, max_steps=3, **options)), progress=False)
+    assert summary["steps"] == 3 and checkpoint_names(run_dir) == ["ckpt-000000003.npz"]
+    assert [int(r["step"]) for r in read_rows(run_dir.path / "validation.csv")] == [3]
+    with Image.open(run_dir.path / "loss_curve.png") as image:
+        assert image.size == (800, 750)  # drawn after the validation of step 3
+    _, summary = launch(ToyRecipe(toy(tmp_path, max_steps=6, **options)), resume=str(run_dir.path), progress=False)
+    assert summary["steps"] == 6 and checkpoint_names(run_dir)[-1] == "ckpt-000000006.npz"
+    _, summary = launch(ToyRecipe(toy(tmp_path, max_steps=9, **options)), resume=str(run_dir.path), progress=False)
     assert summary["steps"] == 9
     assert steps(run_dir) == list(range(1, 10))
     np.testing.assert_allclose(losses(run_dir), losses(reference)[:9], rtol=0, atol=1e-6)
-    assert checkpoint_names(run_dir)[-1] == "ckpt-000000009.npz"  # stopped mid-epoch: checkpointed there
+    assert [int(r["step"]) for r in read_rows(run_dir.path / "validation.csv")] == [3, 6, 9]
 
 
 # -- 2. resume exactness ---------------------------------------------------------------------------
@@ -255,7 +284,7 @@ def test_rollback_to_a_pruned_step_is_refused_and_training_goes_on(tmp_path, ref
 
 
 # -- 6. validation ---------------------------------------------------------------------------------
-def test_validation_history_plot_and_best_model(tmp_path, monkeypatch):
+def test_validation_history_plot_and_best_model(tmp_path, monkeypatch, real_plots):
     """validate_every=2 over 5 epochs: validations after epochs 1, 3 and the last one (4). Scripted
     scores 0.5, 0.3, 0.4 with 'min': the best model is written after epochs 1 and 3, not 4."""
     best_exports = []
@@ -285,6 +314,8 @@ def test_validation_history_plot_and_best_model(tmp_path, monkeypatch):
     assert any(not np.array_equal(a, b) for a, b in zip(at_best, at_end))
     with Image.open(run_dir.path / "loss_curve.png") as image:
         assert image.size == (800, 750)  # a second panel for the validation metrics
+    for variable, stored in zip(load_network(run_dir.path, "regressor", best=True).variables, at_best, strict=True):
+        np.testing.assert_array_equal(variable.numpy(), stored)
 
 
 def test_resume_truncates_and_continues_the_validation_history(tmp_path, reference):

@@ -44,6 +44,8 @@ class ToyConfig(EngineConfig):
         rollback_after_epoch: after this (0-based) checkpoint epoch, ask once for a roll-back (-1: never).
         rollback_to: the step of that roll-back request.
         rollback_reach: what :meth:`Recipe.rollback_steps_needed` answers.
+        mark_after_epoch: after this (0-based) checkpoint epoch, increment the ``marks`` state
+            variable and ask the engine to checkpoint again (-1: never).
         validation_scores: scripted values of the ``score`` metric, one per validation in order
             (empty: ``score`` is the held-out mean squared error).
     """
@@ -61,6 +63,7 @@ class ToyConfig(EngineConfig):
     rollback_after_epoch: int = -1
     rollback_to: int = 0
     rollback_reach: int = 0
+    mark_after_epoch: int = -1
     validation_scores: list[float] = dataclasses.field(default_factory=list)
 
 
@@ -117,13 +120,14 @@ class ToyRecipe(Recipe):
             "critic": keras.optimizers.SGD(config.lr, momentum=0.5),
         }
         self.rollbacks = tf.Variable(0, dtype=tf.int64, trainable=False, name="rollbacks")
+        self.marks = tf.Variable(0, dtype=tf.int64, trainable=False, name="marks")
         self.calls.append(("build", num_replicas))
 
     def optimizer_variables(self) -> dict[str, list]:
         return {name: self.networks[name].trainable_variables for name in self.optimizers}
 
     def state_variables(self) -> list[tf.Variable]:
-        return [self.rollbacks]
+        return [self.rollbacks, self.marks]
 
     # -- training --------------------------------------------------------------------------------
     def train_step(self, batch: Any, step: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -164,6 +168,9 @@ class ToyRecipe(Recipe):
         if epoch == self.config.rollback_after_epoch and not self.rolled_back:
             self.rolled_back = True
             return EpochDecision(rollback_to=self.config.rollback_to)
+        if epoch == self.config.mark_after_epoch:
+            self.marks.assign_add(1)
+            return EpochDecision(save_checkpoint=True)
         return None
 
     def after_rollback(self, step: int) -> None:

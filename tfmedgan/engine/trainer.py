@@ -229,9 +229,10 @@ class Trainer:
                         break
                 bar.close()
                 if done and self.step_in_epoch < recipe.steps_per_epoch:
+                    # same order as at an epoch end: the loss plot shows this validation too
+                    self.run_validation(self.epoch, logger, final=True)
                     self.save_checkpoint()
                     self.epoch_outputs(self.epoch, logger)
-                    self.run_validation(self.epoch, logger, final=True)
                     break
                 finished_epoch = self.epoch
                 self.epoch += 1
