@@ -18,6 +18,9 @@ REGISTRY: dict[str, str] = {
     "stylegan2": "tfmedgan.models.stylegan2",
     "cyclegan3d": "tfmedgan.models.cyclegan3d",
     "cyclegan-sr": "tfmedgan.models.cyclegan_sr",
+    "pix2pix3d": "tfmedgan.models.pix2pix_uda.pix2pix3d",
+    "vae2d": "tfmedgan.models.pix2pix_uda.vae2d",
+    "uda": "tfmedgan.models.pix2pix_uda.uda",
 }
 
 
