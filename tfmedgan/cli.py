@@ -97,6 +97,7 @@ def run_training(spec, args: argparse.Namespace) -> int:
         if status is not None:
             return status
     values = explicit_values(args, spec.config_class)
+    values.pop("preset", None)  # --preset is applied by the config builder, not as a field value
     sample_data = bool(getattr(args, "sample_data", False))
     preset = getattr(args, "preset", None)
     if args.resume:

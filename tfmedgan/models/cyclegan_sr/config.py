@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tfmedgan.engine.config import EngineConfig, option
 from tfmedgan.errors import TfmedganError
 from tfmedgan.networks.patchgan_bn import patchgan_bn_output_shape
