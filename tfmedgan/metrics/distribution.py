@@ -27,7 +27,7 @@ import numpy as np
 
 from tfmedgan.errors import TfmedganError
 from tfmedgan.metrics._validation import _as_array, _check_data_range
-from tfmedgan.metrics.structural_similarity import ssim
+from tfmedgan.metrics.search import ssim_many
 
 __all__ = ["intensity_histogram_distance", "radial_power_spectrum", "spectrum_distance", "mean_pairwise_ssim"]
 
@@ -179,4 +179,8 @@ def mean_pairwise_ssim(
     if max_pairs is not None and len(pairs) > int(max_pairs):
         chosen = np.random.default_rng(seed).choice(len(pairs), size=int(max_pairs), replace=False)
         pairs = [pairs[index] for index in sorted(chosen)]
-    return float(np.mean([ssim(stack[i], stack[j], data_range=data_range) for i, j in pairs]))
+    scores = []
+    for first in sorted({i for i, _ in pairs}):
+        partners = [j for i, j in pairs if i == first]
+        scores.append(ssim_many(stack[first], stack[partners], data_range=data_range))
+    return float(np.mean(np.concatenate(scores)))

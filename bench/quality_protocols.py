@@ -1,0 +1,498 @@
+"""Evaluation protocols of ``bench/quality.py``: data, training through the CLI, metrics, baselines.
+
+Every model is trained by ``python run.py MODEL ... --max-steps N`` in a child process and
+continued with ``--resume RUN --max-steps M``; its CPU time is the user + system time of those
+children (``resource.getrusage(RUSAGE_CHILDREN)``), so it counts both cores and is not inflated by
+other jobs on a shared machine. It includes each segment's process start-up, tracing,
+checkpointing and sample grids. Evaluation runs in separate children (``generate_images/generate.py``)
+and in this process, and is not counted.
+
+Protocols (one class per task, all evaluated on built-in data that was never trained on):
+
+* :class:`SliceGANProtocol` (dcgan, stylegan2 at 64 px): 64 raw (unclipped) fakes from fixed
+  latents of the exported generator (:func:`generate_raw`); best-match SSIM of each fake against the training set (skimage defaults,
+  data_range = fake max - fake min, as the seed-003 author); diversity = mean pairwise SSIM of the
+  fakes next to that of held-out real slices; intensity-histogram and radial power-spectrum
+  distances of the fakes to held-out real slices (seed 1). Baselines: the same numbers for the
+  held-out real slices (what a generator of new, realistic slices scores).
+* :class:`TranslationProtocol` (cyclegan3d, T1w -> T2w at 2 mm): subjects from another seed, plus
+  one of them zero-padded to at least 1.15x the largest training shape on every axis. Inside the
+  brain mask (T1 > 0 and T2 > 0) the truth is min-max scaled to [0, 1]; every prediction is mapped
+  onto it by a least-squares linear fit inside the mask; MAE, PSNR (data range 1) and SSIM
+  (skimage defaults, data range 1, averaged over the mask; both volumes zero outside) are averaged
+  over the held-out subjects. Baselines: the T1 histogram-matched to the subject's T2 inside the
+  mask (skimage ``match_histograms``) and a 256-bin intensity look-up table fitted on the training
+  pairs.
+* :class:`SuperResolutionProtocol` (cyclegan-sr, 2x on the fibre phantom): a phantom of another
+  seed, enhanced whole by ``generate.py``; PSNR (data range of the truth) and SSIM against the
+  slow (fine) volume, each prediction mapped by a global least-squares linear fit (raw numbers are
+  kept in the JSON). Baselines: nearest, linear and cubic up-sampling (``scipy.ndimage.zoom``
+  orders 0/1/3, grid-aligned).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN_PY = ROOT / "run.py"
+GENERATE_PY = ROOT / "generate_images" / "generate.py"
+
+
+# -- child processes ------------------------------------------------------------------------------
+def children_cpu_seconds() -> float:
+    """User + system CPU seconds of all terminated, waited-for child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_child(arguments: Sequence[str], log: Path) -> tuple[float, float]:
+    """Run ``python ARGUMENTS`` from the repository root; returns (CPU seconds, wall seconds).
+
+    Output goes to ``log``; a failure raises RuntimeError with the log's last lines.
+    """
+    command = [sys.executable, *map(str, arguments)]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cpu_before, wall_before = children_cpu_seconds(), time.monotonic()
+    with log.open("a") as stream:
+        stream.write(f"$ {' '.join(command)}\n")
+        stream.flush()
+        completed = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT, env=environment)
+    cpu, wall = children_cpu_seconds() - cpu_before, time.monotonic() - wall_before
+    if completed.returncode != 0:
+        tail = "\n".join(log.read_text().splitlines()[-15:])
+        raise RuntimeError(f"command failed ({completed.returncode}): {' '.join(command)}\n{tail}")
+    return cpu, wall
+
+
+# -- shared metric helpers -------------------------------------------------------------------------
+def linear_fit(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> np.ndarray:
+    """``a * prediction + b`` with (a, b) minimising the squared error to ``truth`` (inside ``mask``)."""
+    x = prediction[mask] if mask is not None else prediction.ravel()
+    y = truth[mask] if mask is not None else truth.ravel()
+    x, y = x.astype(np.float64), y.astype(np.float64)
+    design = np.stack([x, np.ones_like(x)], axis=1)
+    (slope, intercept), *_ = np.linalg.lstsq(design, y, rcond=None)
+    return (slope * prediction.astype(np.float64) + intercept).astype(np.float32)
+
+
+def _round(value: float, digits: int = 4) -> float:
+    return float(round(float(value), digits))
+
+
+# -- protocols -------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Protocol:
+    """One model on one task: data preparation, training arguments, evaluation and baselines.
+
+    Attributes:
+        name: the bench's name of the model (variant), e.g. ``dcgan`` or ``dcgan-demo``.
+        model: the CLI sub-command.
+        extra: options added to the training command (a preset).
+        cpu_seconds_per_step: first guess of the training cost, refined after every segment.
+        main_metric: the metric of the table's headline and of the figure's first panel.
+    """
+
+    name: str
+    model: str
+    extra: tuple[str, ...] = ()
+    cpu_seconds_per_step: float = 1.0
+    main_metric: str = ""
+    goals: dict[str, float] = dataclasses.field(default_factory=dict)
+    quick: bool = False
+
+    def prepare(self, work: Path) -> None:
+        raise NotImplementedError
+
+    def train_arguments(self, work: Path, run_name: str) -> list[str]:
+        raise NotImplementedError
+
+    def evaluate(self, run_dir: Path, work: Path, tag: str) -> dict[str, float]:
+        raise NotImplementedError
+
+    def baselines(self, work: Path) -> dict[str, dict[str, float]]:
+        raise NotImplementedError
+
+    def figure_metrics(self) -> list[str]:
+        return [self.main_metric]
+
+    def goal_lines(self, baselines: dict[str, dict[str, float]]) -> dict[str, Any]:
+        """The issue's goals as metric -> value (a dotted line) or (low, high) (a band)."""
+        return dict(self.goals)
+
+
+def _load_png_stack(files: Sequence[Path]) -> np.ndarray:
+    """8-bit grayscale PNGs -> [N, H, W] float32 in [-1, 1] (as the training pipeline scales them)."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(path).convert("L"), np.float32) / 127.5 - 1.0 for path in files])
+
+
+def generate_raw(run_dir: Path, n: int, seed: int) -> np.ndarray:
+    """``n`` raw (unclipped) outputs [n, H, W] of a run's exported ``models/generator.keras``.
+
+    The latents are those of ``generate.py --seed SEED`` and ``run.py dcgan-ssim --seed SEED``
+    (``tf.random.stateless_normal((n, latent), seed=(SEED, 11))``). Raw outputs, not the clipped
+    PNGs, are scored, as ``dcgan-ssim`` and the seed-003 author did: a saturating generator loses.
+    """
+    import importlib
+    import pkgutil
+
+    import keras
+    import tensorflow as tf
+
+    import tfmedgan.layers
+    import tfmedgan.networks
+
+    for package in (tfmedgan.layers, tfmedgan.networks):  # register the custom layers
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{package.__name__}.{module.name}")
+    generator = keras.models.load_model(Path(run_dir) / "models" / "generator.keras", compile=False)
+    latents = tf.random.stateless_normal((n, generator.inputs[0].shape[-1]), seed=(seed, 11))
+    images = np.concatenate([np.asarray(generator(latents[i : i + 32], training=False), np.float32)
+                             for i in range(0, n, 32)])
+    keras.backend.clear_session()
+    return images[..., 0]
+
+
+@dataclasses.dataclass
+class SliceGANProtocol(Protocol):
+    """2D GANs on the built-in 64 px brain slices (see the module docstring)."""
+
+    resolution: int = 64
+    n_fakes: int = 64
+    latent_seed: int = 2024
+    main_metric: str = "best_match_ssim_mean"
+
+    def prepare(self, work: Path) -> None:
+        from tfmedgan.data.samples import make_png_slices, sample_slices_dir
+
+        # The same cached folder that --sample-data trains on (256 slices, seed 0).
+        self.train_dir = sample_slices_dir(resolution=self.resolution)
+        self.heldout_dir = work / "data" / f"slices_r{self.resolution}_seed1"
+        if not (self.heldout_dir / f"slice_{self.n_fakes - 1:05d}.png").is_file():
+            make_png_slices(self.heldout_dir, n_images=self.n_fakes, resolution=self.resolution, seed=1)
+        self.train_images = _load_png_stack(sorted(self.train_dir.glob("slice_*.png")))
+        self.heldout_images = _load_png_stack(sorted(self.heldout_dir.glob("slice_*.png"))[: self.n_fakes])
+
+    def train_arguments(self, work: Path, run_name: str) -> list[str]:
+        if self.model == "dcgan":
+            return ["dcgan", self.train_dir, work / "runs", "--resolution", self.resolution, "--epochs", 100000,
+                    "--name", run_name, "--no-progress", *self.extra]
+        return ["stylegan2", "--preset", self.resolution, self.train_dir, work / "runs", "--epochs", 100000,
+                "--name", run_name, "--no-progress", *self.extra]
+
+    def _scores(self, images: np.ndarray) -> dict[str, float]:
+        from tfmedgan import metrics
+        from tfmedgan.metrics import distribution
+
+        best = np.array([metrics.best_match(image, self.train_images)[0] for image in images])
+        return {
+            "best_match_ssim_mean": _round(best.mean()),
+            "best_match_ssim_max": _round(best.max()),
+            "diversity_ssim": _round(distribution.mean_pairwise_ssim(images, data_range=2.0, max_pairs=None)),
+            "histogram_distance": _round(distribution.intensity_histogram_distance(self.heldout_images, images)),
+            "spectrum_distance": _round(distribution.spectrum_distance(self.heldout_images, images)),
+        }
+
+    def evaluate(self, run_dir: Path, work: Path, tag: str) -> dict[str, float]:
+        from tfmedgan.engine.rundir import image_grid, save_png_atomic
+
+        fakes = generate_raw(run_dir, self.n_fakes, self.latent_seed)
+        out = work / "eval" / f"{self.name}-{tag}"
+        out.mkdir(parents=True, exist_ok=True)
+        np.save(out / "fakes.npy", fakes.astype(np.float16))
+        save_png_atomic(image_grid(fakes[:16, ..., None]), out / "grid.png")
+        save_png_atomic(image_grid(fakes[:16, ..., None], scaling="fixed"), out / "grid_fixed.png")
+        scores = self._scores(fakes)
+        scores["output_min"], scores["output_max"] = _round(fakes.min(), 3), _round(fakes.max(), 3)
+        scores["grid"] = str(out / "grid.png")
+        return scores
+
+    def baselines(self, work: Path) -> dict[str, dict[str, float]]:
+        from tfmedgan.metrics import distribution
+
+        rng = np.random.default_rng(0)
+        training_sample = self.train_images[rng.choice(len(self.train_images), self.n_fakes, replace=False)]
+        heldout = self._scores(self.heldout_images)
+        # Distances of the held-out reals to themselves are 0: use a training sample instead.
+        heldout["histogram_distance"] = _round(distribution.intensity_histogram_distance(self.heldout_images, training_sample))
+        heldout["spectrum_distance"] = _round(distribution.spectrum_distance(self.heldout_images, training_sample))
+        return {"held-out real slices": heldout}
+
+    def figure_metrics(self) -> list[str]:
+        return ["best_match_ssim_mean", "best_match_ssim_max", "diversity_ssim", "histogram_distance", "spectrum_distance"]
+
+    def goal_lines(self, baselines: dict[str, dict[str, float]]) -> dict[str, Any]:
+        real = baselines["held-out real slices"]["diversity_ssim"]
+        return {**self.goals, "diversity_ssim": (round(0.85 * real, 4), round(1.15 * real, 4))}
+
+
+def _read_nifti(path: Path) -> np.ndarray:
+    import nibabel
+
+    return np.asarray(nibabel.load(str(path)).dataobj, np.float32)
+
+
+def _unit_truth(truth: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    low, high = float(truth[mask].min()), float(truth[mask].max())
+    return np.where(mask, (truth - low) / (high - low), 0.0).astype(np.float32)
+
+
+def translation_scores(prediction: np.ndarray, truth: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """MAE / PSNR / SSIM inside ``mask`` of a prediction against a T2 truth (protocol above)."""
+    from tfmedgan import metrics
+
+    target = _unit_truth(truth, mask)
+    fitted = np.where(mask, linear_fit(prediction, target, mask), 0.0).astype(np.float32)
+    return {
+        "mae": float(metrics.mae(target, fitted, mask=mask)),
+        "psnr": float(metrics.psnr(target, fitted, data_range=1.0, mask=mask)),
+        "ssim": float(metrics.ssim(fitted, target, data_range=1.0, mask=mask)),
+    }
+
+
+class IntensityLookUpTable:
+    """T1 -> T2 by a look-up table of the mean T2 per T1 intensity bin (both min-max scaled in the mask)."""
+
+    def __init__(self, bins: int = 256) -> None:
+        self.bins = bins
+        self.table = np.zeros(bins, np.float64)
+
+    def _bin(self, t1: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        low, high = float(t1[mask].min()), float(t1[mask].max())
+        scaled = np.clip((t1 - low) / (high - low), 0.0, 1.0)
+        return np.minimum((scaled * self.bins).astype(np.int64), self.bins - 1)
+
+    def fit(self, pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> "IntensityLookUpTable":
+        sums, counts = np.zeros(self.bins), np.zeros(self.bins)
+        for t1, t2 in pairs:
+            mask = (t1 > 0) & (t2 > 0)
+            indices = self._bin(t1, mask)[mask]
+            sums += np.bincount(indices, weights=_unit_truth(t2, mask)[mask], minlength=self.bins)
+            counts += np.bincount(indices, minlength=self.bins)
+        filled = counts > 0
+        self.table = np.interp(np.arange(self.bins), np.flatnonzero(filled), sums[filled] / counts[filled])
+        return self
+
+    def __call__(self, t1: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        return np.where(mask, self.table[self._bin(t1, mask)], 0.0).astype(np.float32)
+
+
+@dataclasses.dataclass
+class TranslationProtocol(Protocol):
+    """3D CycleGAN T1w -> T2w on built-in subjects (see the module docstring)."""
+
+    n_train: int = 8
+    n_heldout: int = 2
+    pad_factor: float = 1.15
+    main_metric: str = "psnr"
+
+    def prepare(self, work: Path) -> None:
+        from tfmedgan.data.samples import make_paired_subjects
+
+        data = work / "data"
+        self.train_dir = data / f"subjects_train_n{self.n_train}_crop"
+        if not (self.train_dir / "trainA").is_dir():
+            raw = data / f"subjects_train_n{self.n_train}"
+            shutil.rmtree(raw, ignore_errors=True)
+            make_paired_subjects(raw, n_subjects=self.n_train, seed=0)
+            run_child(["prepare_train_data.py", raw, "--output", self.train_dir, "--test-fraction", "0", "--overwrite"],
+                      work / "logs" / "data.log")
+            for empty in ("testA", "testB"):  # cyclegan3d refuses an empty test folder
+                if (self.train_dir / empty).is_dir() and not any((self.train_dir / empty).iterdir()):
+                    (self.train_dir / empty).rmdir()
+        self.heldout_dir = data / f"subjects_heldout_n{self.n_heldout}_vs_train_n{self.n_train}_crop"
+        if not (self.heldout_dir / "testA").is_dir():
+            raw = data / f"subjects_heldout_n{self.n_heldout}"
+            shutil.rmtree(raw, ignore_errors=True)
+            make_paired_subjects(raw, n_subjects=self.n_heldout, seed=1, name_prefix="heldout")
+            cropped = data / "heldout_tmp_crop"
+            run_child(["prepare_train_data.py", raw, "--output", cropped, "--test-fraction", "0", "--overwrite"],
+                      work / "logs" / "data.log")
+            self._write_heldout(cropped, self.heldout_dir)
+            shutil.rmtree(cropped, ignore_errors=True)
+        self.train_pairs = [(_read_nifti(a), _read_nifti(b)) for a, b in zip(
+            sorted((self.train_dir / "trainA").glob("*.nii*")), sorted((self.train_dir / "trainB").glob("*.nii*")))]
+        self.heldout = [(a, _read_nifti(a), _read_nifti(b)) for a, b in zip(
+            sorted((self.heldout_dir / "testA").glob("*.nii*")), sorted((self.heldout_dir / "testB").glob("*.nii*")))]
+
+    def _write_heldout(self, cropped: Path, target: Path) -> None:
+        """Copy the held-out pairs to testA/testB and add the first one zero-padded beyond every training shape."""
+        import nibabel
+
+        largest = np.max([t1.shape for t1, _ in self.train_pairs_or_load()], axis=0)
+        for domain in ("A", "B"):
+            (target / f"test{domain}").mkdir(parents=True, exist_ok=True)
+            files = sorted((cropped / f"train{domain}").glob("*.nii*"))
+            for path in files:
+                shutil.copy2(path, target / f"test{domain}" / path.name)
+            image = nibabel.load(str(files[0]))
+            data = np.asarray(image.dataobj, np.float32)
+            wanted = np.maximum(np.ceil(largest * self.pad_factor).astype(int), data.shape)
+            before = (wanted - data.shape) // 2
+            padded = np.pad(data, [(b, w - s - b) for b, w, s in zip(before, wanted, data.shape)])
+            affine = image.affine.copy()
+            affine[:3, 3] -= affine[:3, :3] @ before  # keep world coordinates
+            name = files[0].name.replace("heldout-000", "heldout-padded")
+            nibabel.save(nibabel.Nifti1Image(padded, affine), str(target / f"test{domain}" / name))
+
+    def train_pairs_or_load(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        return [(_read_nifti(a), _read_nifti(b)) for a, b in zip(
+            sorted((self.train_dir / "trainA").glob("*.nii*")), sorted((self.train_dir / "trainB").glob("*.nii*")))]
+
+    def shapes(self) -> dict[str, Any]:
+        return {"train": [list(t1.shape) for t1, _ in self.train_pairs],
+                "heldout": {path.name: list(t1.shape) for path, t1, _ in self.heldout}}
+
+    def train_arguments(self, work: Path, run_name: str) -> list[str]:
+        return ["cyclegan3d", self.train_dir, work / "runs", "--precision", "mixed_bfloat16", "--name", run_name,
+                "--no-progress", *self.extra]
+
+    def _average(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
+        per_subject = {}
+        for path, t1, t2 in self.heldout:
+            mask = (t1 > 0) & (t2 > 0)
+            per_subject[path.name] = translation_scores(predictions[path.name], t2, mask)
+        result = {key: _round(np.mean([s[key] for s in per_subject.values()])) for key in ("mae", "psnr", "ssim")}
+        padded = [name for name in per_subject if "padded" in name]
+        for name in padded:
+            result.update({f"padded_{key}": _round(per_subject[name][key]) for key in ("psnr", "ssim")})
+        return result
+
+    def evaluate(self, run_dir: Path, work: Path, tag: str) -> dict[str, float]:
+        out = work / "eval" / f"{self.name}-{tag}"
+        run_child([GENERATE_PY, run_dir, self.heldout_dir / "testA", out, "--direction", "A2B", "--overwrite",
+                   "--no-progress"], work / "logs" / f"{self.name}.log")
+        predictions = {}
+        for path, _, _ in self.heldout:
+            stem = path.name.split(".nii")[0]
+            predictions[path.name] = _read_nifti(out / f"{stem}_synthetic.nii.gz")
+        return self._average(predictions)
+
+    def baselines(self, work: Path) -> dict[str, dict[str, float]]:
+        from skimage.exposure import match_histograms
+
+        table = IntensityLookUpTable().fit(self.train_pairs)
+        matched, looked_up = {}, {}
+        for path, t1, t2 in self.heldout:
+            mask = (t1 > 0) & (t2 > 0)
+            volume = np.zeros_like(t1)
+            volume[mask] = match_histograms(t1[mask], t2[mask])
+            matched[path.name] = volume
+            looked_up[path.name] = table(t1, mask)
+        return {"T1 histogram-matched to T2": self._average(matched),
+                "intensity look-up table": self._average(looked_up)}
+
+    def figure_metrics(self) -> list[str]:
+        return ["psnr", "ssim", "mae", "padded_psnr"]
+
+    def goal_lines(self, baselines: dict[str, dict[str, float]]) -> dict[str, float]:
+        table = baselines["intensity look-up table"]
+        return {"psnr": table["psnr"] + 2.0, "ssim": table["ssim"] + 0.02}
+
+
+@dataclasses.dataclass
+class SuperResolutionProtocol(Protocol):
+    """Seed-002 CycleGAN 2x super-resolution on the fibre phantom (see the module docstring)."""
+
+    train_shape: tuple[int, int, int] = (192, 128, 128)
+    heldout_shape: tuple[int, int, int] = (96, 128, 128)
+    main_metric: str = "psnr"
+
+    def prepare(self, work: Path) -> None:
+        import h5py
+
+        from tfmedgan.data.samples import write_phantom_dataset
+
+        data = work / "data"
+        self.train_paths = write_phantom_dataset(data / "phantom_train_seed0", shape=self.train_shape, super_resolution=2, seed=0)
+        self.heldout_paths = write_phantom_dataset(data / "phantom_heldout_seed1", shape=self.heldout_shape,
+                                                   super_resolution=2, seed=1)
+        with h5py.File(self.heldout_paths["fast"]) as handle:
+            self.fast = handle["data"][()].astype(np.float32)
+        with h5py.File(self.heldout_paths["slow"]) as handle:
+            self.slow = handle["data"][()].astype(np.float32)
+
+    def train_arguments(self, work: Path, run_name: str) -> list[str]:
+        return ["cyclegan-sr", self.train_paths["fast_json"], self.train_paths["slow_json"], work / "runs",
+                "--net-a", "UNetSim3dSRx2", "--net-b", "UNetSim3dSRd2", "--super-resolution", 2,
+                "--patch", 24, 32, 32, "--num-filters", 8, "--d-filters", 16, "--batch-size", 4,
+                "--steps-per-epoch", 100, "--validate-every", 5, "--validate-batches", 2, "--kickstart",
+                "--name", run_name, "--no-progress", *self.extra]
+
+    def _scores(self, prediction: np.ndarray) -> dict[str, float]:
+        from tfmedgan import metrics
+
+        data_range = float(self.slow.max() - self.slow.min())
+        fitted = linear_fit(prediction, self.slow)
+        return {
+            "psnr": _round(metrics.psnr(self.slow, fitted, data_range=data_range)),
+            "ssim": _round(metrics.ssim(fitted, self.slow, data_range=data_range)),
+            "psnr_raw": _round(metrics.psnr(self.slow, prediction, data_range=data_range)),
+            "ssim_raw": _round(metrics.ssim(prediction, self.slow, data_range=data_range)),
+        }
+
+    def evaluate(self, run_dir: Path, work: Path, tag: str) -> dict[str, float]:
+        import h5py
+
+        out = work / "eval" / f"{self.name}-{tag}"
+        run_child([GENERATE_PY, run_dir, self.heldout_paths["fast"], out, "--overwrite", "--no-progress"],
+                  work / "logs" / f"{self.name}.log")
+        with h5py.File(out / "fast_enhanced.h5") as handle:
+            prediction = handle["data"][()].astype(np.float32)
+        return self._scores(prediction)
+
+    def baselines(self, work: Path) -> dict[str, dict[str, float]]:
+        from scipy.ndimage import zoom
+
+        return {name: self._scores(zoom(self.fast, 2, order=order, grid_mode=True, mode="grid-mirror").astype(np.float32))
+                for name, order in (("nearest", 0), ("linear", 1), ("cubic", 3))}
+
+    def figure_metrics(self) -> list[str]:
+        return ["psnr", "ssim"]
+
+    def goal_lines(self, baselines: dict[str, dict[str, float]]) -> dict[str, float]:
+        return {"psnr": baselines["cubic"]["psnr"] + 1.5, "ssim": baselines["cubic"]["ssim"]}
+
+
+#: Demo preset of the DCGAN found for the README (existing CLI options only; see docs/faithfulness.md).
+DCGAN_DEMO_OPTIONS: tuple[str, ...] = ()
+
+#: The seed-002 ``cpu-demo`` preset of bench/bench_cyclegan_sr.py as CLI options.
+CYCLEGAN_SR_CPU_DEMO_OPTIONS: tuple[str, ...] = (
+    "--lr-g", "1e-3", "--kickstart-steps", "1000000", "--batch-statistics",
+    "--losses", '{"G_A": [["bce", 2.0]], "G_B": [["bce", 2.0]]}',
+)
+
+
+def protocols() -> dict[str, Protocol]:
+    """Every model (variant) the bench knows, by name."""
+    gan_goals = {"best_match_ssim_mean": 0.60}
+    return {
+        "dcgan": SliceGANProtocol("dcgan", "dcgan", cpu_seconds_per_step=0.8, goals=gan_goals),
+        "dcgan-demo": SliceGANProtocol("dcgan-demo", "dcgan", DCGAN_DEMO_OPTIONS, cpu_seconds_per_step=0.8, goals=gan_goals),
+        "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
+        "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
+        "cyclegan-sr": SuperResolutionProtocol("cyclegan-sr", "cyclegan-sr", cpu_seconds_per_step=2.0),
+        "cyclegan-sr-cpu-demo": SuperResolutionProtocol("cyclegan-sr-cpu-demo", "cyclegan-sr", CYCLEGAN_SR_CPU_DEMO_OPTIONS,
+                                                        cpu_seconds_per_step=2.0),
+    }
+
+
+def write_json(path: Path, data: Any) -> None:
+    temporary = path.with_name(f".tmp-{path.name}")
+    temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
