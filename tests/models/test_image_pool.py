@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from tfmedgan.engine.distribute import make_strategy
 from tfmedgan.models.cyclegan import ImagePool
 
 SHAPE = (2, 2, 2, 1)
@@ -65,7 +66,7 @@ def test_mirrored_pool_equals_the_single_device_pool():
     """Seed 000 crashed here (NotImplementedError in replica context): now each replica gets its
     share of what one pool returns for the global batch, and both replicas' buffers agree."""
     assert len(tf.config.list_logical_devices("CPU")) == 2
-    strategy = tf.distribute.MirroredStrategy([d.name for d in tf.config.list_logical_devices("CPU")])
+    strategy = make_strategy("mirrored")
     with strategy.scope():
         mirrored = ImagePool(3, SHAPE)
     single = ImagePool(3, SHAPE)
