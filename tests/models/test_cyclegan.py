@@ -11,6 +11,7 @@ from tests.data.test_nifti_pipeline import write_tiny_dataset
 from tfmedgan.models.cyclegan3d import CycleGAN3DConfig
 from tfmedgan.engine.launch import dry_run, launch
 from tfmedgan.engine.trainer import Interrupted
+from tfmedgan.errors import TfmedganError
 from tfmedgan.models.cyclegan import ImagePool, decayed_learning_rate
 from tfmedgan.models.cyclegan3d import CycleGAN3DRecipe
 
@@ -224,3 +225,53 @@ def test_memory_estimate_accounts_for_recompute_and_mixed_precision():
     for (shape, precision, recompute), peak in measured.items():
         assert total(shape, precision=precision, recompute=recompute) == pytest.approx(peak, rel=0.25), (shape, precision, recompute)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+# -- discriminator updates per iteration (issue 10 section 3) ------------------------------------
+def _sequential_discriminator_weights(recipe, name, real, fake, steps):
+    """D weights after plain-SGD(1) updates on 0.5 LSGAN(D(real), 1) and 0.5 LSGAN(D(fake), 0):
+    two sequential updates (steps=2) or one on their sum (steps=1)."""
+    model = keras.models.clone_model(recipe.networks[name])
+    model.set_weights(recipe.networks[name].get_weights())
+
+    def loss_of(images, target):
+        return 0.5 * tf.reduce_mean(recipe.adversarial_loss(model(images, training=True), target))
+
+    parts = [(real, 1.0), (fake, 0.0)]
+    groups = [parts[:1], parts[1:]] if steps == 2 else [parts]
+    for group in groups:
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([loss_of(images, target) for images, target in group])
+        for variable, gradient in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)):
+            variable.assign_sub(gradient)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("steps", [2, 1])
+def test_each_discriminator_takes_a_real_then_a_fake_update(steps):
+    """The original's four train_on_batch calls update each D twice per iteration (real volumes,
+    then pooled fakes); ``discriminator_steps=1`` keeps one update on both."""
+    config = CycleGAN3DConfig(data_dir="unused", shape=[16, 16, 16], base_filters=4, d_filters=4, pool_size=0,
+                              identity_every=0, generator_updates=1, discriminator_steps=steps)
+    keras.utils.set_random_seed(5)
+    recipe = _SGDRecipe(config)
+    recipe.build()
+    for name, variables in recipe.optimizer_variables().items():
+        recipe.optimizers[name].build(variables)
+    rng = np.random.default_rng(1)
+    real_a, real_b = (tf.constant(rng.uniform(-1, 1, (1, 16, 16, 16, 1)).astype("float32")) for _ in range(2))
+    fake_a = recipe.networks["generator_b2a"](real_b, training=False)
+    fake_b = recipe.networks["generator_a2b"](real_a, training=False)
+    expected = {name: {count: _sequential_discriminator_weights(recipe, name, real, fake, count) for count in (1, 2)}
+                for name, real, fake in (("discriminator_a", real_a, fake_a), ("discriminator_b", real_b, fake_b))}
+    tf.function(recipe.train_step)((real_a, real_b), tf.constant(1, tf.int64))
+    assert int(recipe.optimizers["discriminators"].iterations.numpy()) == steps
+    for name, by_count in expected.items():
+        got = recipe.networks[name].get_weights()
+        for value, wanted in zip(got, by_count[steps]):
+            np.testing.assert_allclose(value, wanted, rtol=1e-4, atol=1e-6)
+        assert max(np.abs(a - b).max() for a, b in zip(by_count[1], by_count[2])) > 1e-4  # the two differ
+    assert CycleGAN3DConfig().discriminator_steps == 2
+    with pytest.raises(TfmedganError, match="discriminator-steps"):
+        CycleGAN3DConfig(data_dir="x", discriminator_steps=3).validate()
+

@@ -7,7 +7,8 @@ in :mod:`tfmedgan.models.cyclegan`).
 One training step (seed 000, ``CycleGAN_3D.py``)::
 
     fake_B = G_A2B(A), fake_A = G_B2A(B)                (inference, through the image pools)
-    D update:  0.5 [LSGAN(D_A(A), 1) + LSGAN(D_A(pool(fake_A)), 0)] + same for D_B
+    D updates: 0.5 LSGAN(D_A(A), 1) + same for D_B, then 0.5 LSGAN(D_A(pool(fake_A)), 0) + same for D_B
+               (``discriminator_steps=1``: one update on the sum)
     generator_updates x G update on the same batch:
         1 * LSGAN(D_B(G_A2B(A)), 1) + 1 * LSGAN(D_A(G_B2A(B)), 1)
         + lambda_cycle * [L1(G_B2A(G_A2B(A)), A) + L1(G_A2B(G_B2A(B)), B)]
@@ -70,6 +71,8 @@ class CycleGAN3DConfig(EngineConfig):
         supervised: add the supervised L1 terms (needs co-registered pairs; ``--unpaired`` = off).
         identity_every: identity L1 update every N steps (0 = never).
         generator_updates: generator updates per discriminator update (2).
+        discriminator_steps: discriminator updates per iteration: 2 (the original: one on the real
+            volumes, then one on the pooled fakes) or 1 (one update on both).
         pool_size: history of generated volumes per domain shown to the discriminators (50).
         recompute: gradient checkpointing of the generators: their activations are recomputed
             in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
@@ -102,6 +105,9 @@ class CycleGAN3DConfig(EngineConfig):
                                  "the names less their modality suffix must match")
     identity_every: int = option(10, "identity update every N steps (0: never)")
     generator_updates: int = option(2, "generator updates per discriminator update")
+    discriminator_steps: int = option(2, "discriminator updates per iteration: 2 = one on the real volumes, then one "
+                                      "on the pooled fakes (the original's train_on_batch calls); 1 = one update on "
+                                      "both", choices=(1, 2))
     pool_size: int = option(50, "fake-volume history per domain (memory: 2 x N volumes)")
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
@@ -115,6 +121,8 @@ class CycleGAN3DConfig(EngineConfig):
         if self.shape and (len(self.shape) != 3 or any(int(size) < 1 for size in self.shape)):
             raise TfmedganError(f"--shape needs three positive sizes X Y Z, got {self.shape}")
         self.check_at_least(1, "base_filters", "d_layers", "d_filters", "generator_updates")
+        if self.discriminator_steps not in (1, 2):
+            raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
                             "lambda_cycle", "lambda_supervised", "lambda_identity", "decay_epoch")
 
@@ -213,17 +221,28 @@ class CycleGAN3DRecipe(CycleGANBase):
         fake_a = tf.stop_gradient(g_b2a(then(real_b, fake_b), training=False))
         pooled_a = self.pools["a"].query(fake_a, self.noise_seed(step, _SALT_POOL_A))
         pooled_b = self.pools["b"].query(fake_b, self.noise_seed(step, _SALT_POOL_B))
-        with tf.GradientTape() as tape:
-            d_a_loss = w["discriminator"] * (
-                average_loss(self.adversarial_loss(d_a(real_a, training=True), 1.0), total)
-                + average_loss(self.adversarial_loss(d_a(pooled_a, training=True), 0.0), total)
-            )
-            d_b_loss = w["discriminator"] * (
-                average_loss(self.adversarial_loss(d_b(real_b, training=True), 1.0), total)
-                + average_loss(self.adversarial_loss(d_b(pooled_b, training=True), 0.0), total)
-            )
-            d_scaled = scale_loss(d_opt, d_a_loss + d_b_loss)
-        apply_gradients(d_opt, tape, d_scaled, d_vars)
+
+        def d_losses(images_a: tf.Tensor, images_b: tf.Tensor, target: float) -> tuple[tf.Tensor, tf.Tensor]:
+            return (w["discriminator"] * average_loss(self.adversarial_loss(d_a(images_a, training=True), target), total),
+                    w["discriminator"] * average_loss(self.adversarial_loss(d_b(images_b, training=True), target), total))
+
+        if int(self.config.discriminator_steps) == 2:
+            # the original: one update on the real volumes, then one on the pooled fakes
+            with tf.GradientTape() as tape:
+                real_loss_a, real_loss_b = d_losses(real_a, real_b, 1.0)
+                d_scaled = scale_loss(d_opt, real_loss_a + real_loss_b)
+            apply_gradients(d_opt, tape, d_scaled, d_vars)
+            with tf.GradientTape() as tape:
+                fake_loss_a, fake_loss_b = d_losses(pooled_a, pooled_b, 0.0)
+                d_scaled = scale_loss(d_opt, fake_loss_a + fake_loss_b)
+            apply_gradients(d_opt, tape, d_scaled, d_vars)
+        else:
+            with tf.GradientTape() as tape:
+                real_loss_a, real_loss_b = d_losses(real_a, real_b, 1.0)
+                fake_loss_a, fake_loss_b = d_losses(pooled_a, pooled_b, 0.0)
+                d_scaled = scale_loss(d_opt, real_loss_a + real_loss_b + fake_loss_a + fake_loss_b)
+            apply_gradients(d_opt, tape, d_scaled, d_vars)
+        d_a_loss, d_b_loss = real_loss_a + fake_loss_a, real_loss_b + fake_loss_b
 
         # generators, generator_updates times on the same batch
         a2b, b2a = self.generator_calls["generator_a2b"], self.generator_calls["generator_b2a"]
