@@ -275,3 +275,15 @@ def test_each_discriminator_takes_a_real_then_a_fake_update(steps):
     with pytest.raises(TfmedganError, match="discriminator-steps"):
         CycleGAN3DConfig(data_dir="x", discriminator_steps=3).validate()
 
+
+def test_steps_per_epoch_drop_the_last_partial_batch_as_the_original(tmp_path):
+    """The original's Sequence had int(count / batch) batches: 5 pairs at batch 2 give 2 steps."""
+    data = write_tiny_dataset(tmp_path / "data", n_train=5, n_test=1)
+    recipe = CycleGAN3DRecipe(tiny(data, tmp_path, batch=2))
+    recipe.prepare_data()
+    assert recipe.steps_per_epoch == 2
+    batches = [a.shape[0] for a, _ in recipe.dataset(0)]
+    assert batches == [2, 2]
+    assert [a.shape[0] for a, _ in recipe.dataset(0, skip_batches=1)] == [2]
+    with pytest.raises(TfmedganError, match="fewer than one batch"):
+        CycleGAN3DRecipe(tiny(data, tmp_path, batch=6)).prepare_data()

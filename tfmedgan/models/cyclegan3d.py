@@ -336,19 +336,19 @@ class CycleGAN3DRecipe(CycleGANBase):
         sample = test[:1] if test else pairs[:1]
         nifti_data.validate_pairs(sample, paired=config.supervised, max_shape=self.model_shape(), progress=False)
         self._sample_files = sample[0]
-        self.drop_remainder = num_replicas > 1
-        if self.drop_remainder and config.batch % num_replicas:
+        # The original's Sequence had int(count / batch) batches: a last partial batch is dropped.
+        self.drop_remainder = True
+        if num_replicas > 1 and config.batch % num_replicas:
             raise TfmedganError(f"--batch {config.batch} is not divisible by the {num_replicas} replicas")
-        if self.drop_remainder and len(pairs) < config.batch:
+        if len(pairs) < config.batch:
             raise TfmedganError(f"{len(pairs)} volume pairs are fewer than one batch of {config.batch}")
-        count = len(pairs)
-        self.steps_per_epoch = count // config.batch if self.drop_remainder else int(np.ceil(count / config.batch))
+        self.steps_per_epoch = len(pairs) // config.batch
 
     def dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         config = self.config
         return nifti_data.volume_pair_dataset(
             self._train_pairs(), self.model_shape(), config.batch, config.seed, epoch,
-            drop_remainder=getattr(self, "drop_remainder", False),
+            drop_remainder=getattr(self, "drop_remainder", True),
         ).skip(skip_batches)
 
     def sample_pair(self) -> tuple[np.ndarray, np.ndarray]:

@@ -379,6 +379,10 @@ class StyleGAN2Recipe(SliceRecipe):
     def sample_filename(self, epoch: int) -> str:
         return f"image_at_epoch_{epoch}.png"
 
+    def is_checkpoint_epoch(self, epoch: int) -> bool:
+        """The original's grid epochs: 0-based ``epoch % checkpoint == 0`` (0, N, 2N, ...)."""
+        return epoch % self.config.checkpoint == 0
+
 
 
 POSITIONALS = ("g_input_res", "g_init_filters", "d_final_res", "d_input_filters", "fade_in_base")
