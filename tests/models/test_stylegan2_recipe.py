@@ -258,12 +258,14 @@ def test_last_partial_batch_is_dropped_only_when_it_breaks_the_minibatch_stddev(
     with pytest.raises(TfmedganError, match="no data folder"):
         StyleGAN2Recipe(tiny(png_folder, tmp_path, data_dir="")).prepare_data()
 
+
 def test_grid_epochs_are_the_originals_epoch_modulo_checkpoint(png_folder, tmp_path):
     """The original saved image_at_epoch_{epoch}.png when the 0-based epoch % checkpoint == 0."""
     recipe = StyleGAN2Recipe(tiny(png_folder, tmp_path, checkpoint=3))
     assert [e for e in range(8) if recipe.is_checkpoint_epoch(e)] == [0, 3, 6]
     recipe = StyleGAN2Recipe(tiny(png_folder, tmp_path, checkpoint=1))
     assert all(recipe.is_checkpoint_epoch(e) for e in range(4))
+
 
 # -- WGAN-GP under mixed_float16 (issue 10 section 3) ---------------------------------------------
 def test_gradient_penalty_scales_the_inner_gradient_against_float16_underflow():
