@@ -287,3 +287,41 @@ def test_steps_per_epoch_drop_the_last_partial_batch_as_the_original(tmp_path):
     assert [a.shape[0] for a, _ in recipe.dataset(0, skip_batches=1)] == [2]
     with pytest.raises(TfmedganError, match="fewer than one batch"):
         CycleGAN3DRecipe(tiny(data, tmp_path, batch=6)).prepare_data()
+
+
+# -- CPU options: --patch (random crops) and --upsample resize ---------------------------------------
+def test_random_crop_pair_takes_the_same_window_of_a_and_b_from_the_seed():
+    from tfmedgan.models.cyclegan3d import random_crop_pair
+
+    a = tf.reshape(tf.range(12 * 10 * 8, dtype=tf.float32), (1, 12, 10, 8, 1))
+    b = 2.0 * a
+    crops = [random_crop_pair(a, b, (4, 4, 4), (7, 0), index) for index in range(6)]
+    for crop_a, crop_b in crops:
+        assert crop_a.shape == (1, 4, 4, 4, 1)
+        np.testing.assert_array_equal(crop_b.numpy(), 2.0 * crop_a.numpy())
+        corner = np.argwhere(a.numpy()[0, ..., 0] == crop_a.numpy()[0, 0, 0, 0, 0])[0]
+        np.testing.assert_array_equal(a.numpy()[0, corner[0]:corner[0] + 4, corner[1]:corner[1] + 4,
+                                                corner[2]:corner[2] + 4], crop_a.numpy()[0])
+    assert len({float(c[0].numpy()[0, 0, 0, 0, 0]) for c in crops}) > 1  # the window moves
+    again = random_crop_pair(a, b, (4, 4, 4), (7, 0), 3)[0]
+    np.testing.assert_array_equal(again.numpy(), crops[3][0].numpy())  # a resume repeats it
+
+
+def test_patch_and_resize_upsampling_train_on_crops_and_translate_whole_volumes(tmp_path):
+    data = write_tiny_dataset(tmp_path / "data")
+    config = tiny(data, tmp_path, name="patch", patch=[7, 8, 8], upsample="resize", epochs=1)
+    recipe = CycleGAN3DRecipe(config)
+    recipe.prepare_data()
+    assert recipe.training_shape() == (8, 8, 8)  # rounded up to a valid shape
+    batch = next(iter(recipe.dataset(0)))
+    assert tuple(batch[0].shape) == tuple(batch[1].shape) == (1, 8, 8, 8, 1)
+    run, summary = launch(CycleGAN3DRecipe(tiny(data, tmp_path, name="patch", patch=[8, 8, 8], upsample="resize",
+                                                epochs=1)), progress=False)
+    assert summary["steps"] == 4
+    generator = keras.models.load_model(run.models / "generator_a2b.keras")
+    assert generator.get_layer("up1_resize") is not None
+    assert generator(np.zeros((1, 16, 20, 12, 1), np.float32)).shape == (1, 16, 20, 12, 1)
+    with pytest.raises(TfmedganError, match="--patch needs --norm channel"):
+        tiny(data, tmp_path, patch=[8, 8, 8], norm="zslice").validate()
+    with pytest.raises(TfmedganError, match="--upsample"):
+        tiny(data, tmp_path, upsample="bilinear").validate()

@@ -74,6 +74,10 @@ class CycleGAN3DConfig(EngineConfig):
         discriminator_steps: discriminator updates per iteration: 2 (the original: one on the real
             volumes, then one on the pooled fakes) or 1 (one update on both).
         pool_size: history of generated volumes per domain shown to the discriminators (50).
+        upsample: generator up-sampling, ``transposed`` (the original) or ``resize`` (nearest x2
+            + 3-wide convolution, the original's disabled resize-convolution path; no checkerboard).
+        patch: train on random crops of this size ``[x, y, z]`` (the same crop of A and B) instead
+            of whole volumes; empty = whole volumes (the original). Inference stays whole-volume.
         recompute: gradient checkpointing of the generators: their activations are recomputed
             in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
     """
@@ -109,6 +113,11 @@ class CycleGAN3DConfig(EngineConfig):
                                       "on the pooled fakes (the original's train_on_batch calls); 1 = one update on "
                                       "both", choices=(1, 2))
     pool_size: int = option(50, "fake-volume history per domain (memory: 2 x N volumes)")
+    upsample: str = option("transposed", "generator up-sampling: transposed convolutions (the original) or resize "
+                           "(nearest x2 + convolution; no checkerboard)", choices=("transposed", "resize"))
+    patch: list[int] = option(help="train on random crops X Y Z of the volumes (same crop of A and B; rounded up to "
+                              "a valid shape); default: whole volumes, as the original", nargs=3, type=int,
+                              metavar=("X", "Y", "Z"), default_factory=list)
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
 
@@ -121,6 +130,12 @@ class CycleGAN3DConfig(EngineConfig):
         if self.shape and (len(self.shape) != 3 or any(int(size) < 1 for size in self.shape)):
             raise TfmedganError(f"--shape needs three positive sizes X Y Z, got {self.shape}")
         self.check_at_least(1, "base_filters", "d_layers", "d_filters", "generator_updates")
+        if self.upsample not in ("transposed", "resize"):
+            raise TfmedganError(f"--upsample must be transposed or resize, got {self.upsample!r}")
+        if self.patch and (len(self.patch) != 3 or any(int(size) < 1 for size in self.patch)):
+            raise TfmedganError(f"--patch needs three positive sizes X Y Z, got {self.patch}")
+        if self.patch and self.norm == "zslice":
+            raise TfmedganError("--patch needs --norm channel (zslice normalisation ties the network to the Z size)")
         if self.discriminator_steps not in (1, 2):
             raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
@@ -164,7 +179,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         self.build_networks_only()
         self.build_generator_calls()
         self.optimizers = self.make_optimizers()
-        shape = tuple(self.model_shape()) + (1,)
+        shape = tuple(self.training_shape()) + (1,)
         self.pools = {
             "a": ImagePool(self.config.pool_size, shape, "pool_a"),
             "b": ImagePool(self.config.pool_size, shape, "pool_b"),
@@ -323,6 +338,15 @@ class CycleGAN3DRecipe(CycleGANBase):
             return tuple(self.config.shape)
         return self.resolve_shape()
 
+    def training_shape(self) -> tuple[int, int, int]:
+        """The shape of a training batch: ``--patch`` (rounded up to a valid shape, at most the
+        model shape) or the model shape."""
+        shape = self.model_shape()
+        if not self.config.patch:
+            return shape
+        patch = valid_input_shape([int(size) for size in self.config.patch], self.config.n_downsamplings)
+        return tuple(min(int(p), int(s)) for p, s in zip(patch, shape))
+
     def prepare_data(self, num_replicas: int = 1) -> None:
         config = self.config
         pairs = self._train_pairs()
@@ -346,10 +370,14 @@ class CycleGAN3DRecipe(CycleGANBase):
 
     def dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         config = self.config
-        return nifti_data.volume_pair_dataset(
+        dataset = nifti_data.volume_pair_dataset(
             self._train_pairs(), self.model_shape(), config.batch, config.seed, epoch,
             drop_remainder=getattr(self, "drop_remainder", True),
-        ).skip(skip_batches)
+        )
+        if config.patch:
+            dataset = dataset.enumerate().map(
+                lambda index, pair: random_crop_pair(pair[0], pair[1], self.training_shape(), (config.seed, epoch), index))
+        return dataset.skip(skip_batches)
 
     def sample_pair(self) -> tuple[np.ndarray, np.ndarray]:
         if not hasattr(self, "_sample"):
@@ -390,7 +418,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         config = self.config
         return build_resnet_generator(
             self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-            norm=config.norm, name=name,
+            norm=config.norm, name=name, upsample=config.upsample,
         )
 
     def checkpoint_boundaries(self, name: str) -> list[str]:
@@ -415,9 +443,37 @@ class CycleGAN3DRecipe(CycleGANBase):
 
     # -- dry run ---------------------------------------------------------------------------------
     def dry_run_extra(self) -> dict[str, Any]:
-        estimate = estimate_training_memory(self.config, self.model_shape())
+        estimate = estimate_training_memory(self.config, self.training_shape())
         return {"shape": list(self.model_shape()), "memory_estimate_gib": round(estimate["total"] / 2**30, 3),
                 "memory_estimate_parts_gib": {k: round(v / 2**30, 3) for k, v in estimate.items() if k != "total"}}
+
+
+def random_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: tuple[int, int, int],
+                     seed: tuple[int, int], index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The same random crop ``size`` of a batch of A volumes and of B volumes ``[b, x, y, z, 1]``.
+
+    The corner is a stateless draw from ``(seed, index)``: a resumed epoch repeats its crops.
+
+    Args:
+        volume_a, volume_b: Batches of equal spatial shape, at least ``size``.
+        size: Crop spatial shape.
+        seed: Two integers, e.g. ``(config seed, epoch)``.
+        index: Index of the batch within the epoch.
+
+    Returns:
+        The cropped batches ``[b, *size, 1]``.
+    """
+    shape = tf.shape(volume_a)
+    key = tf.stack([tf.cast(seed[0], tf.int64) * 1_000_003 + tf.cast(seed[1], tf.int64), tf.cast(index, tf.int64)])
+    draws = tf.random.stateless_uniform([3], seed=key, minval=0.0, maxval=1.0)
+    limits = tf.cast(shape[1:4] - tf.constant(size, tf.int32) + 1, tf.float32)
+    corner = tf.cast(tf.floor(draws * limits), tf.int32)
+    begin = tf.concat([[0], corner, [0]], axis=0)
+    extent = tf.constant([-1, *size, -1], tf.int32)
+    crop_a, crop_b = tf.slice(volume_a, begin, extent), tf.slice(volume_b, begin, extent)
+    crop_a.set_shape([volume_a.shape[0], *size, volume_a.shape[-1]])
+    crop_b.set_shape([volume_b.shape[0], *size, volume_b.shape[-1]])
+    return crop_a, crop_b
 
 
 #: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).
