@@ -275,3 +275,16 @@ def test_hp_failure_rescales_random_weights_to_the_total_before_steering(tmp_pat
     randomised = np.clip((recipe.weights + 0.1) * (0.5 + rng.uniform(0, 1, 6)), 0.1, 100.0)
     np.testing.assert_allclose(seen[0][1], normalize_weights(randomised), rtol=1e-12)
     assert sum(report["weights"].values()) == pytest.approx(200.0, abs=1e-3)
+
+
+def test_cpu_demo_preset_sets_its_values_and_explicit_options_win():
+    from tfmedgan.models.cyclegan_sr import MODEL, PRESETS
+
+    assert MODEL.presets is PRESETS
+    config = MODEL.config(preset="cpu-demo", data_a="a.json", data_b="b.json")
+    assert (config.preset, config.lr_g, config.kickstart, config.use_batch_statistics) == ("cpu-demo", 1e-3, True, True)
+    assert config.kickstart_steps >= 1_000_000 and config.losses["G_A"] == [["bce", 2.0]]
+    assert MODEL.config(preset="cpu-demo", lr_g=5e-4).lr_g == 5e-4
+    assert MODEL.config().lr_g == 2e-4 and not MODEL.config().kickstart  # defaults stay the original's
+    with pytest.raises(TfmedganError, match="no preset"):
+        MODEL.config(preset="fast")
