@@ -41,7 +41,7 @@ from quality_protocols import Protocol, protocols, run_child, write_json  # noqa
 DEFAULT_MODELS = ["dcgan", "stylegan2", "cyclegan3d", "cyclegan-sr"]
 DEFAULT_BUDGETS = {"dcgan": 20.0, "dcgan-demo": 20.0, "stylegan2": 20.0, "cyclegan3d": 60.0,
                    "cyclegan-sr": 30.0, "cyclegan-sr-cpu-demo": 30.0}
-QUICK_BUDGETS = {"dcgan": 0.6, "dcgan-demo": 0.6, "stylegan2": 1.5, "cyclegan3d": 3.0,
+QUICK_BUDGETS = {"dcgan": 0.6, "dcgan-demo": 0.6, "stylegan2": 1.5, "cyclegan3d": 4.0,
                  "cyclegan-sr": 1.0, "cyclegan-sr-cpu-demo": 1.0}
 MIN_STEPS_PER_SEGMENT = 2
 
@@ -162,15 +162,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=None, help="evaluation points per budget (default: 4, quick: 2)")
     parser.add_argument("--out", default=None, help="output folder (default: bench/results/quality[_quick])")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of every model in a few minutes")
+    parser.add_argument("--table", action="store_true", help="only print the table of OUT/quality.json (every model in it)")
     args = parser.parse_args(argv)
     models = args.models or DEFAULT_MODELS
     budgets = _budgets(args.budget_minutes, models, args.quick)
     points = args.points or (2 if args.quick else 4)
     out = Path(args.out or ROOT / "bench" / "results" / ("quality_quick" if args.quick else "quality"))
-    work = out / "work"
-    work.mkdir(parents=True, exist_ok=True)
     summary_path = out / "quality.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"models": {}}
+    if args.table:
+        print_table(summary["models"])
+        return 0
+    work = out / "work"
+    work.mkdir(parents=True, exist_ok=True)
     results = {}
     for name in models:
         protocol = known[name]

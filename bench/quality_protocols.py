@@ -397,7 +397,7 @@ class TranslationProtocol(Protocol):
                 "intensity look-up table": self._average(looked_up)}
 
     def figure_metrics(self) -> list[str]:
-        return ["psnr", "ssim", "mae", "padded_psnr"]
+        return ["psnr", "ssim", "mae", "padded_psnr", "padded_ssim"]
 
     def goal_lines(self, baselines: dict[str, dict[str, float]]) -> dict[str, float]:
         table = baselines["intensity look-up table"]

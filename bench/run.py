@@ -14,6 +14,7 @@ BENCHES = {
     "ssim": ["bench_ssim.py"],
     "stylegan2": ["bench_stylegan2.py"],
     "cyclegan3d": ["bench_cyclegan3d.py"],
+    "translation": ["bench_translation.py"],
 }
 QUICK = {"dcgan": ["--steps", "40"], "stylegan2": ["--quick"], "cyclegan3d": ["--quick"]}
 

@@ -176,3 +176,22 @@ def test_legacy_model_folder_full_size(tmp_path):
     nib.save(nib.Nifti1Image(tiny_volume((150, 180, 150), 0, "A"), AFFINE), source)
     assert generate.main([str(WEIGHTS), str(source.parent), str(tmp_path / "out"), "--no-progress"]) == 0
     assert nib.load(tmp_path / "out" / "sub_T1w_synthetic.nii.gz").shape == (150, 180, 150)
+
+
+@needs_weights
+def test_legacy_weights_given_as_the_hdf5_file_itself():
+    """The original G_A2B_model.hdf5 path works as well as its folder (the .json beside it is used)."""
+    from tfmedgan.inference.volumes import load_translator
+
+    model, shape = load_translator(WEIGHTS / "G_A2B_model.hdf5", "A2B", input_shape=(16, 16, 156, 1))
+    assert shape == (16, 16, 156) and model.count_params() == 355_077
+
+
+def test_generate_refuses_an_output_that_is_a_file_and_a_missing_source(tmp_path, capsys):
+    target = tmp_path / "out.txt"
+    target.write_text("keep me")
+    assert generate.main([str(tmp_path / "nothing-here"), str(tmp_path), str(target)]) == 2
+    assert "no such run directory or model file" in capsys.readouterr().err
+    (tmp_path / "legacy").mkdir()
+    assert generate.main([str(tmp_path / "legacy"), str(tmp_path), str(target), "--overwrite"]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err and target.read_text() == "keep me"

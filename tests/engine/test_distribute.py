@@ -30,3 +30,17 @@ def test_strategy_choice(monkeypatch):
     assert make_strategy("mirrored").num_replicas_in_sync == 2  # conftest splits the CPU in two
     with pytest.raises(TfmedganError, match="TF_CONFIG"):
         make_strategy("multiworker")
+
+
+def test_one_mirrored_strategy_per_process_so_collectives_do_not_collide():
+    """A second MirroredStrategy over the same CPUs restarted the collective keys: its first
+    all-reduce met the first strategy's ("Shape mismatch in the collective instance 100")."""
+    assert make_strategy("mirrored") is make_strategy("mirrored")
+    for shape in ([1], [2], [3]):  # three "runs" in one process, each with its own shapes
+        strategy = make_strategy("mirrored")
+
+        def replica_sum(shape=shape):
+            return tf.distribute.get_replica_context().all_reduce("sum", tf.ones(shape))
+
+        result = tf.function(lambda: strategy.run(replica_sum))()
+        assert strategy.experimental_local_results(result)[0].numpy().tolist() == [2.0] * shape[0]

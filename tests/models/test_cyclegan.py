@@ -11,6 +11,7 @@ from tests.data.test_nifti_pipeline import write_tiny_dataset
 from tfmedgan.models.cyclegan3d import CycleGAN3DConfig
 from tfmedgan.engine.launch import dry_run, launch
 from tfmedgan.engine.trainer import Interrupted
+from tfmedgan.errors import TfmedganError
 from tfmedgan.models.cyclegan import ImagePool, decayed_learning_rate
 from tfmedgan.models.cyclegan3d import CycleGAN3DRecipe
 
@@ -224,3 +225,103 @@ def test_memory_estimate_accounts_for_recompute_and_mixed_precision():
     for (shape, precision, recompute), peak in measured.items():
         assert total(shape, precision=precision, recompute=recompute) == pytest.approx(peak, rel=0.25), (shape, precision, recompute)
     assert keras.mixed_precision.global_policy().name == "float32"
+
+
+# -- discriminator updates per iteration (issue 10 section 3) ------------------------------------
+def _sequential_discriminator_weights(recipe, name, real, fake, steps):
+    """D weights after plain-SGD(1) updates on 0.5 LSGAN(D(real), 1) and 0.5 LSGAN(D(fake), 0):
+    two sequential updates (steps=2) or one on their sum (steps=1)."""
+    model = keras.models.clone_model(recipe.networks[name])
+    model.set_weights(recipe.networks[name].get_weights())
+
+    def loss_of(images, target):
+        return 0.5 * tf.reduce_mean(recipe.adversarial_loss(model(images, training=True), target))
+
+    parts = [(real, 1.0), (fake, 0.0)]
+    groups = [parts[:1], parts[1:]] if steps == 2 else [parts]
+    for group in groups:
+        with tf.GradientTape() as tape:
+            loss = tf.add_n([loss_of(images, target) for images, target in group])
+        for variable, gradient in zip(model.trainable_variables, tape.gradient(loss, model.trainable_variables)):
+            variable.assign_sub(gradient)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("steps", [2, 1])
+def test_each_discriminator_takes_a_real_then_a_fake_update(steps):
+    """The original's four train_on_batch calls update each D twice per iteration (real volumes,
+    then pooled fakes); ``discriminator_steps=1`` keeps one update on both."""
+    config = CycleGAN3DConfig(data_dir="unused", shape=[16, 16, 16], base_filters=4, d_filters=4, pool_size=0,
+                              identity_every=0, generator_updates=1, discriminator_steps=steps)
+    keras.utils.set_random_seed(5)
+    recipe = _SGDRecipe(config)
+    recipe.build()
+    for name, variables in recipe.optimizer_variables().items():
+        recipe.optimizers[name].build(variables)
+    rng = np.random.default_rng(1)
+    real_a, real_b = (tf.constant(rng.uniform(-1, 1, (1, 16, 16, 16, 1)).astype("float32")) for _ in range(2))
+    fake_a = recipe.networks["generator_b2a"](real_b, training=False)
+    fake_b = recipe.networks["generator_a2b"](real_a, training=False)
+    expected = {name: {count: _sequential_discriminator_weights(recipe, name, real, fake, count) for count in (1, 2)}
+                for name, real, fake in (("discriminator_a", real_a, fake_a), ("discriminator_b", real_b, fake_b))}
+    tf.function(recipe.train_step)((real_a, real_b), tf.constant(1, tf.int64))
+    assert int(recipe.optimizers["discriminators"].iterations.numpy()) == steps
+    for name, by_count in expected.items():
+        got = recipe.networks[name].get_weights()
+        for value, wanted in zip(got, by_count[steps]):
+            np.testing.assert_allclose(value, wanted, rtol=1e-4, atol=1e-6)
+        assert max(np.abs(a - b).max() for a, b in zip(by_count[1], by_count[2])) > 1e-4  # the two differ
+    assert CycleGAN3DConfig().discriminator_steps == 2
+    with pytest.raises(TfmedganError, match="discriminator-steps"):
+        CycleGAN3DConfig(data_dir="x", discriminator_steps=3).validate()
+
+
+def test_steps_per_epoch_drop_the_last_partial_batch_as_the_original(tmp_path):
+    """The original's Sequence had int(count / batch) batches: 5 pairs at batch 2 give 2 steps."""
+    data = write_tiny_dataset(tmp_path / "data", n_train=5, n_test=1)
+    recipe = CycleGAN3DRecipe(tiny(data, tmp_path, batch=2))
+    recipe.prepare_data()
+    assert recipe.steps_per_epoch == 2
+    batches = [a.shape[0] for a, _ in recipe.dataset(0)]
+    assert batches == [2, 2]
+    assert [a.shape[0] for a, _ in recipe.dataset(0, skip_batches=1)] == [2]
+    with pytest.raises(TfmedganError, match="fewer than one batch"):
+        CycleGAN3DRecipe(tiny(data, tmp_path, batch=6)).prepare_data()
+
+
+# -- CPU options: --patch (random crops) and --upsample resize ---------------------------------------
+def test_random_crop_pair_takes_the_same_window_of_a_and_b_from_the_seed():
+    from tfmedgan.models.cyclegan3d import random_crop_pair
+
+    a = tf.reshape(tf.range(12 * 10 * 8, dtype=tf.float32), (1, 12, 10, 8, 1))
+    b = 2.0 * a
+    crops = [random_crop_pair(a, b, (4, 4, 4), (7, 0), index) for index in range(6)]
+    for crop_a, crop_b in crops:
+        assert crop_a.shape == (1, 4, 4, 4, 1)
+        np.testing.assert_array_equal(crop_b.numpy(), 2.0 * crop_a.numpy())
+        corner = np.argwhere(a.numpy()[0, ..., 0] == crop_a.numpy()[0, 0, 0, 0, 0])[0]
+        np.testing.assert_array_equal(a.numpy()[0, corner[0]:corner[0] + 4, corner[1]:corner[1] + 4,
+                                                corner[2]:corner[2] + 4], crop_a.numpy()[0])
+    assert len({float(c[0].numpy()[0, 0, 0, 0, 0]) for c in crops}) > 1  # the window moves
+    again = random_crop_pair(a, b, (4, 4, 4), (7, 0), 3)[0]
+    np.testing.assert_array_equal(again.numpy(), crops[3][0].numpy())  # a resume repeats it
+
+
+def test_patch_and_resize_upsampling_train_on_crops_and_translate_whole_volumes(tmp_path):
+    data = write_tiny_dataset(tmp_path / "data")
+    config = tiny(data, tmp_path, name="patch", patch=[7, 8, 8], upsample="resize", epochs=1)
+    recipe = CycleGAN3DRecipe(config)
+    recipe.prepare_data()
+    assert recipe.training_shape() == (8, 8, 8)  # rounded up to a valid shape
+    batch = next(iter(recipe.dataset(0)))
+    assert tuple(batch[0].shape) == tuple(batch[1].shape) == (1, 8, 8, 8, 1)
+    run, summary = launch(CycleGAN3DRecipe(tiny(data, tmp_path, name="patch", patch=[8, 8, 8], upsample="resize",
+                                                epochs=1)), progress=False)
+    assert summary["steps"] == 4
+    generator = keras.models.load_model(run.models / "generator_a2b.keras")
+    assert generator.get_layer("up1_resize") is not None
+    assert generator(np.zeros((1, 16, 20, 12, 1), np.float32)).shape == (1, 16, 20, 12, 1)
+    with pytest.raises(TfmedganError, match="--patch needs --norm channel"):
+        tiny(data, tmp_path, patch=[8, 8, 8], norm="zslice").validate()
+    with pytest.raises(TfmedganError, match="--upsample"):
+        tiny(data, tmp_path, upsample="bilinear").validate()

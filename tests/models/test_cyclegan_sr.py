@@ -173,7 +173,8 @@ def test_hp_optimizer_rolls_back_once_and_applies_new_rates(phantom, tmp_path, m
         return (20.0 if len(calls) == 1 else 0.0), details
 
     monkeypatch.setattr(HPOptimizer, "flip_test", flip_once)
-    config = tiny_config(phantom, tmp_path, num_iters=50, hp_optimizer=True, validate_every=0)
+    # a time-based checkpoint after every step: the roll-back target (step 10) is still kept
+    config = tiny_config(phantom, tmp_path, num_iters=50, hp_optimizer=True, validate_every=0, checkpoint_minutes=1e-9)
     run, summary = train(config, progress=False)
     assert summary["steps"] == 50
     reports = [json.loads(line) for line in (run.path / "hp_optimizer.jsonl").read_text().splitlines()]
@@ -187,4 +188,103 @@ def test_hp_optimizer_rolls_back_once_and_applies_new_rates(phantom, tmp_path, m
     assert changed["lr_g"] == pytest.approx(reports[0]["lrs"]["generators"], rel=1e-5)
     assert sum(changed[k] for k in changed if k.startswith("w_")) == pytest.approx(200.0, rel=1e-5)
     steps = [int(p.name[5:14]) for p in ckpt.list_checkpoints(run.checkpoints)]
-    assert steps == [10, 20, 30, 40, 50]
+    assert steps == list(range(10, 51))  # keep_checkpoints 3, plus all a roll-back may reach (40 steps)
+    assert rows[9]["w_C_A_l1"] == pytest.approx(rows[0]["w_C_A_l1"])  # step 10 itself was restored
+
+
+# -- HP optimizer details (issue 10 section 3), on a stub recipe: no networks -------------------
+class _StubRecipe:
+    """What HPOptimizer.check reads of a recipe, without networks."""
+
+    def __init__(self, weights=None):
+        self.config = CycleGANSRConfig(steps_per_epoch=100)
+        self.entries = parse_loss_spec({})
+        self.weights = normalize_weights(weights or [e.weight for e in self.entries])
+        self.state = {"fallbacks": 0, "max_step": 0, "rollbacks": 0}
+        self.applied = None
+
+    def hyperparameter_snapshot(self):
+        return {"weights": self.weights.copy(), "lrs": self.learning_rates(), **self.state}
+
+    def learning_rates(self):
+        return {"generators": 2e-4, "discriminators": 1e-4}
+
+    def initial_weights(self):
+        return normalize_weights([e.weight for e in self.entries])
+
+    def apply_hyperparameters(self, snapshot):
+        self.applied = snapshot
+
+
+class _StubRun:
+    def __init__(self, path, rows):
+        self.path, self.rows = path, rows
+
+    def read_losses(self):
+        return self.rows
+
+
+def _history_rows(last_step, every, value_of_step):
+    names = [f"loss_{e.name}" for e in parse_loss_spec({})]
+    return [{"step": float(s), "epoch": 0.0, **{n: value_of_step(s) for n in names},
+             "tt_D_A_tp": 0.25, "tt_D_A_tn": 0.25, "tt_D_B_tp": 0.25, "tt_D_B_tn": 0.25, "tt_D_A_fp": 0.25,
+             "tt_D_B_fp": 0.25} for s in range(every, last_step + 1, every)]
+
+
+def test_per_step_history_counts_steps_not_rows():
+    from tfmedgan.models.cyclegan_sr.hp_optimizer import per_step_history
+
+    rows = _history_rows(300, 10, lambda s: float(s))
+    series = per_step_history(rows, "loss_C_A_l1")
+    assert len(series) == 300 and series[0] == 10.0 and series[9] == 10.0 and series[10] == 20.0
+    assert per_step_history([], "x").size == 0
+
+
+@pytest.mark.parametrize("every", [1, 10])
+def test_hp_windows_span_steps_whatever_log_every(every, tmp_path, monkeypatch):
+    """The 100- and 200-value windows of the loss tests count steps: with --log-every 10 the same
+    rising history (1 until step 200, then 2.5) fails the same way as with every step logged."""
+    monkeypatch.setattr(HPOptimizer, "flip_test", lambda self: (0.0, {}))
+    recipe = _StubRecipe()
+    rows = _history_rows(300, every, lambda s: 1.0 if s <= 200 else 2.5)
+    report = HPOptimizer(recipe).check(300, _StubRun(tmp_path, rows))
+    # m1 / m0 - 1 = 1.5 per loss column (6 columns); the cycle drift test adds 20 per cycle loss
+    assert report["losses"] == pytest.approx(6 * 1.5)
+    assert report["cycle"] == 40
+    assert report["rollback_to"] == 100  # round(299 - 200, -2)
+
+
+def test_hp_failure_rescales_random_weights_to_the_total_before_steering(tmp_path, monkeypatch):
+    """Spec B7 step 1: rand_lambdas renormalises to 200 before fix_lambdas adds 0.1 and clamps."""
+    monkeypatch.setattr(HPOptimizer, "flip_test", lambda self: (20.0, {}))
+    seen = []
+    original = HPOptimizer.fix_weights
+
+    def spy(self, weights, rate, *rest):
+        seen.append((rate, weights.copy()))
+        return original(self, weights, rate, *rest)
+
+    monkeypatch.setattr(HPOptimizer, "fix_weights", spy)
+    recipe = _StubRecipe(weights=[90, 90, 9, 9, 1, 1])
+    rows = _history_rows(300, 1, lambda s: 1.0)
+    report = HPOptimizer(recipe).check(300, _StubRun(tmp_path, rows))
+    assert report["rollback_to"] is not None and [rate for rate, _ in seen] == [0.3]
+    assert seen[0][1].sum() == pytest.approx(200.0)
+    # the whole failure branch, by hand
+    rng = np.random.default_rng([recipe.config.seed, 300, 0, 0])
+    randomised = np.clip((recipe.weights + 0.1) * (0.5 + rng.uniform(0, 1, 6)), 0.1, 100.0)
+    np.testing.assert_allclose(seen[0][1], normalize_weights(randomised), rtol=1e-12)
+    assert sum(report["weights"].values()) == pytest.approx(200.0, abs=1e-3)
+
+
+def test_cpu_demo_preset_sets_its_values_and_explicit_options_win():
+    from tfmedgan.models.cyclegan_sr import MODEL, PRESETS
+
+    assert MODEL.presets is PRESETS
+    config = MODEL.config(preset="cpu-demo", data_a="a.json", data_b="b.json")
+    assert (config.preset, config.lr_g, config.kickstart, config.use_batch_statistics) == ("cpu-demo", 1e-3, True, True)
+    assert config.kickstart_steps >= 1_000_000 and config.losses["G_A"] == [["bce", 2.0]]
+    assert MODEL.config(preset="cpu-demo", lr_g=5e-4).lr_g == 5e-4
+    assert MODEL.config().lr_g == 2e-4 and not MODEL.config().kickstart  # defaults stay the original's
+    with pytest.raises(TfmedganError, match="no preset"):
+        MODEL.config(preset="fast")

@@ -257,3 +257,65 @@ def test_last_partial_batch_is_dropped_only_when_it_breaks_the_minibatch_stddev(
     assert sum(1 for _ in recipe.dataset(0)) == 2
     with pytest.raises(TfmedganError, match="no data folder"):
         StyleGAN2Recipe(tiny(png_folder, tmp_path, data_dir="")).prepare_data()
+
+
+def test_grid_epochs_are_the_originals_epoch_modulo_checkpoint(png_folder, tmp_path):
+    """The original saved image_at_epoch_{epoch}.png when the 0-based epoch % checkpoint == 0."""
+    recipe = StyleGAN2Recipe(tiny(png_folder, tmp_path, checkpoint=3))
+    assert [e for e in range(8) if recipe.is_checkpoint_epoch(e)] == [0, 3, 6]
+    recipe = StyleGAN2Recipe(tiny(png_folder, tmp_path, checkpoint=1))
+    assert all(recipe.is_checkpoint_epoch(e) for e in range(4))
+
+
+# -- WGAN-GP under mixed_float16 (issue 10 section 3) ---------------------------------------------
+def test_gradient_penalty_scales_the_inner_gradient_against_float16_underflow():
+    """critic(x) = sum(float16(x * 2^28) * 2^-14 * 2^-14) = sum(x): the gradient is 1 per pixel,
+    but backwards through float16 it passes 2^-28, below float16's smallest value. Scaled by the
+    loss scale 2^15 it stays representable and is unscaled in float32."""
+    tiny = tf.constant(2.0**-14, tf.float16)
+
+    def critic(images):
+        return tf.reduce_sum(tf.cast(images * 2.0**28, tf.float16) * tiny * tiny, axis=[1, 2, 3])
+
+    rng = np.random.default_rng(0)
+    real = tf.constant(rng.uniform(0, 1e-4, (2, 3, 3, 1)).astype("float32"))
+    fake = tf.constant(rng.uniform(0, 1e-4, (2, 3, 3, 1)).astype("float32"))
+    weights = tf.constant([[[[0.25]]], [[[0.75]]]])
+    expected = (np.sqrt(9.0) - 1.0) ** 2  # 9 pixels of gradient 1
+    np.testing.assert_allclose(gradient_penalty(critic, real, fake, weights, loss_scale=2.0**15).numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(gradient_penalty(critic, real, fake, weights).numpy(), 1.0, atol=1e-5)  # underflow: 0
+    overflow = gradient_penalty(critic, real, fake, weights, loss_scale=2.0**40)  # 2^40 is inf in float16
+    assert not np.isfinite(overflow.numpy()).any()
+
+
+def test_wgan_gp_critic_step_passes_the_loss_scale_and_skips_on_overflow(png_folder, tmp_path, monkeypatch):
+    from tfmedgan.models import stylegan2 as module
+
+    real = tf.constant(png.load_images(png.list_images([png_folder])[:4], 32, 1))
+    plain = built_recipe(tiny(png_folder, tmp_path, loss="wgan-gp"))
+    plain_loss, plain_penalty = (float(v) for v in plain.critic_step(real, tf.constant(3, tf.int64), tf.constant(4)))
+
+    seen = []
+    original = module.gradient_penalty
+
+    def spy(*args, loss_scale=None):
+        seen.append(None if loss_scale is None else float(tf.convert_to_tensor(loss_scale)))
+        return original(*args, loss_scale=loss_scale)
+
+    monkeypatch.setattr(module, "gradient_penalty", spy)
+    scaled = built_recipe(tiny(png_folder, tmp_path, loss="wgan-gp", precision="mixed_float16"))
+    optimizer = scaled.optimizers["discriminator"]
+    assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+    loss, penalty = (float(v) for v in scaled.critic_step(real, tf.constant(3, tf.int64), tf.constant(4)))
+    assert seen == [2.0**15]
+    # float32 networks here: scaling by a power of two and unscaling changes nothing
+    assert penalty == pytest.approx(plain_penalty, rel=1e-5) and loss == pytest.approx(plain_loss, rel=1e-5)
+
+    # an overflowing inner gradient: the update is skipped, the scale halved, the logged values finite
+    monkeypatch.setattr(module, "gradient_penalty", lambda *args, loss_scale=None: original(*args, loss_scale=loss_scale) * np.inf)
+    before = [v.numpy().copy() for v in scaled.networks["discriminator"].trainable_variables]
+    loss, penalty = (float(v) for v in scaled.critic_step(real, tf.constant(4, tf.int64), tf.constant(4)))
+    assert np.isfinite(loss) and np.isfinite(penalty)
+    assert float(optimizer.dynamic_scale.numpy()) == 2.0**14
+    for value, variable in zip(before, scaled.networks["discriminator"].trainable_variables):
+        np.testing.assert_array_equal(value, variable.numpy())

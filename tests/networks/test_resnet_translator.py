@@ -193,3 +193,27 @@ def test_pad_to_valid_and_crop_back():
     np.testing.assert_array_equal(crop_padding(padded, padding), with_channels)
     with pytest.raises(TfmedganError, match="not accepted"):
         pad_to_valid(volume, 2, target_shape=(6, 8, 8))
+
+
+def test_resize_upsampling_keeps_names_changes_kernel_shapes_and_has_no_checkerboard():
+    transposed = build_resnet_generator((16, 16, 16, 1), base_filters=4, n_residual_blocks=0)
+    resize = build_resnet_generator((16, 16, 16, 1), base_filters=4, n_residual_blocks=0, upsample="resize")
+    assert resize.output_shape == transposed.output_shape == (None, 16, 16, 16, 1)
+    assert transposed.get_layer("up1_conv").kernel.shape == (3, 3, 3, 4, 8)  # (out, in): transposed
+    assert resize.get_layer("up1_conv").kernel.shape == (3, 3, 3, 8, 4)
+    assert isinstance(resize.get_layer("up1_resize"), keras.layers.UpSampling3D)
+    # Nearest x2 of a constant map followed by a convolution gives a constant interior; a stride-2
+    # transposed 3-wide convolution gives alternating voxel values (its checkerboard).
+    features = keras.ops.ones((1, 4, 4, 4, 4))  # the 4 channels of the down-sampled stage
+    for upsample, periodic in (("resize", False), ("transposed", True)):
+        model = build_resnet_generator((8, 8, 8, 1), base_filters=2, n_residual_blocks=0, upsample=upsample)
+        layer = model.get_layer("up1_conv")
+        layer.set_weights([np.ones_like(w) if w.ndim > 1 else np.zeros_like(w) for w in layer.get_weights()])
+        if upsample == "resize":
+            grown = model.get_layer("up1_pad")(model.get_layer("up1_resize")(features))
+        else:
+            grown = features
+        interior = np.asarray(layer(grown))[0, 2:-2, 2:-2, 2:-2, 0]
+        assert (interior.std() > 1e-3) == periodic
+    with pytest.raises(TfmedganError, match="upsample"):
+        build_resnet_generator((16, 16, 16, 1), base_filters=4, upsample="bilinear")

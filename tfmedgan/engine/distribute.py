@@ -28,15 +28,28 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
-        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or [
+        devices = tuple(d.name for d in tf.config.list_logical_devices("GPU")) or tuple(
             d.name for d in tf.config.list_logical_devices("CPU")
-        ]
-        return tf.distribute.MirroredStrategy(devices)
+        )
+        key = ("mirrored", devices)
+        if key not in _STRATEGIES:
+            _STRATEGIES[key] = tf.distribute.MirroredStrategy(list(devices))
+        return _STRATEGIES[key]
     if name == "multiworker":
         if "TF_CONFIG" not in os.environ:
             raise TfmedganError("--strategy multiworker needs the TF_CONFIG environment variable")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        key = ("multiworker", os.environ["TF_CONFIG"])
+        if key not in _STRATEGIES:
+            _STRATEGIES[key] = tf.distribute.MultiWorkerMirroredStrategy()
+        return _STRATEGIES[key]
     raise TfmedganError(f"unknown strategy {name!r}")
+
+
+#: One strategy object per device set (or cluster) and process. A second MirroredStrategy over the
+#: same devices starts its collective keys where the first one did, so on devices that use
+#: collective all-reduces (CPUs, multi-worker) the second run's first all-reduce meets the first
+#: run's ("Shape mismatch in the collective instance 100"); reusing the object keeps keys unique.
+_STRATEGIES: dict[tuple, tf.distribute.Strategy] = {}
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -10,7 +10,8 @@ Order of the calls in one run::
 
     prepare_data -> build (in the strategy scope) -> [restore] ->
     per epoch: on_epoch_begin -> dataset -> train_step ... ->
-               (checkpoint epochs) sample_images, epoch_outputs, validate (every validate_every) ->
+               (checkpoint epochs: is_checkpoint_epoch) sample_images, epoch_outputs,
+               validate (every validate_every) ->
                after_epoch (may request a roll-back -> after_rollback)
     -> export -> on_train_end -> close
 """
@@ -140,6 +141,12 @@ class Recipe:
         appends them to ``validation.csv``, plots and logs them, and keeps the best model by
         :attr:`validation_metric`. Empty: the model has no validation."""
         return {}
+
+    def is_checkpoint_epoch(self, epoch: int) -> bool:
+        """Whether the 0-based ``epoch`` ends with a checkpoint and the epoch outputs (the last
+        epoch always does). Default: every ``checkpoint``-th epoch counted from 1
+        (``(epoch + 1) % checkpoint == 0``); a recipe may count from 0 as its original did."""
+        return (epoch + 1) % self.config.checkpoint == 0
 
     def after_epoch(self, epoch: int, step: int, run_dir) -> EpochDecision | None:
         """Called after the outputs of every checkpoint epoch; may ask for a roll-back."""

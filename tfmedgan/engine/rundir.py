@@ -5,7 +5,7 @@ Layout::
     OUTPUT_DIR/<name>/
         config.json        every resolved option (read back by --resume)
         losses.csv         one row per logged step: step, epoch, then one column per loss
-        loss_curve.png     the losses against the step, redrawn at every sample epoch
+        loss_curve.png     the logged columns against the step, one panel per group, redrawn at every sample epoch
         samples/           image grids from fixed latents, one per sample epoch
         checkpoints/       full training state, written atomically, last K kept
         models/            exported ``.keras`` networks at the end of training
@@ -177,8 +177,10 @@ class RunDirectory:
             self.losses_path.unlink(missing_ok=True)
 
     def plot_losses(self, validation_rows: Sequence[Mapping[str, float]] = ()) -> Path | None:
-        """Redraw loss_curve.png from losses.csv (raw values and a moving average); with
-        validation rows, a second panel shows the validation metrics against the step."""
+        """Redraw loss_curve.png from losses.csv: one panel per column group (:func:`plot_groups`:
+        the losses, then loss weights, learning rates, other schedules and truth tables when the
+        log has them), all against the step; noisy groups get a moving average. With validation
+        rows, a last panel shows the validation metrics."""
         rows = self.read_losses()
         if not rows:
             return None
@@ -188,46 +190,67 @@ class RunDirectory:
         import matplotlib.pyplot as plt
 
         steps = np.array([r["step"] for r in rows])
-        columns = [k for k in rows[0] if k not in ("step", "epoch")]
-        schedules = [k for k in columns if k == "alpha" or k.startswith("lr")]  # second axis
-        names = [k for k in columns if k not in schedules]
+        groups = plot_groups([k for k in rows[0] if k not in ("step", "epoch")])
+        panels = len(groups) + bool(validation_rows)
+        figure, axes = plt.subplots(panels, 1, figsize=(8, 1.5 + 3 * panels), sharex=True, squeeze=False)
+        axes = [row[0] for row in axes]
+        window = max(1, len(rows) // 50)
+        for axis, (label, names, smooth) in zip(axes, groups):
+            for name in names:
+                values = np.array([r.get(name, np.nan) for r in rows])
+                if smooth and window > 1:
+                    line = axis.plot(steps, values, alpha=0.3, linewidth=0.8)[0]
+                    moving = np.convolve(values, np.ones(window) / window, mode="valid")
+                    axis.plot(steps[window - 1 :], moving, color=line.get_color(), label=name)
+                else:
+                    axis.plot(steps, values, label=name)
+            axis.set_ylabel(label)
+            axis.legend(loc="upper left", fontsize="small", ncol=1 + len(names) // 6)
+            axis.grid(alpha=0.3)
         if validation_rows:
-            figure, (axis, validation_axis) = plt.subplots(2, 1, figsize=(8, 7.5), sharex=True)
+            validation_axis = axes[-1]
             metrics = [k for k in validation_rows[0] if k not in ("step", "epoch")]
             for name in metrics:
                 points = [(r["step"], r[name]) for r in validation_rows if name in r]
                 validation_axis.plot(*zip(*points), marker="o", label=name)
-            validation_axis.set_xlabel("step")
             validation_axis.set_ylabel("validation")
             validation_axis.legend(loc="best")
             validation_axis.grid(alpha=0.3)
-        else:
-            figure, axis = plt.subplots(figsize=(8, 4.5))
-        if schedules:
-            other = axis.twinx()
-            for name in schedules:
-                other.plot(steps, [r[name] for r in rows], linestyle="--", color="gray", label=name)
-            other.set_ylabel(", ".join(schedules))
-            other.legend(loc="upper right")
-        window = max(1, len(rows) // 50)
-        for name in names:
-            values = np.array([r[name] for r in rows])
-            line = axis.plot(steps, values, alpha=0.3, linewidth=0.8)[0]
-            if window > 1:
-                smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-                axis.plot(steps[window - 1 :], smooth, color=line.get_color(), label=name)
-            else:
-                line.set_alpha(1.0)
-                line.set_label(name)
-        axis.set_xlabel("step")
-        axis.set_ylabel("loss")
-        axis.legend(loc="upper left")
-        axis.grid(alpha=0.3)
+        axes[-1].set_xlabel("step")
         figure.tight_layout()
         target = self.path / "loss_curve.png"
         save_figure_atomic(figure, target)
         plt.close(figure)
         return target
+
+
+#: Column groups of losses.csv drawn in panels of their own, in this order after the losses:
+#: (y-axis label, column-name prefixes, smoothed with a moving average).
+PLOT_GROUPS: tuple[tuple[str, tuple[str, ...], bool], ...] = (
+    ("loss weight", ("w_",), False),
+    ("learning rate", ("lr",), False),
+    ("schedule", ("alpha",), False),
+    ("truth table", ("tt_",), True),
+)
+
+
+def plot_groups(columns: Sequence[str]) -> list[tuple[str, list[str], bool]]:
+    """Split loss-log columns into plot panels: ``(label, columns, smoothed)`` for the losses (every
+    column no :data:`PLOT_GROUPS` prefix claims), then each group of :data:`PLOT_GROUPS` present.
+
+    Example:
+        >>> [(label, names) for label, names, _ in plot_groups(["d_loss", "g_loss", "lr_g", "w_C_A", "tt_D_A_tp"])]
+        [('loss', ['d_loss', 'g_loss']), ('loss weight', ['w_C_A']), ('learning rate', ['lr_g']), ('truth table', ['tt_D_A_tp'])]
+    """
+    claimed: dict[str, list[str]] = {label: [] for label, _, _ in PLOT_GROUPS}
+    losses = []
+    for column in columns:
+        label = next((label for label, prefixes, _ in PLOT_GROUPS if column.startswith(prefixes)), None)
+        (claimed[label] if label else losses).append(column)
+    groups = [("loss", losses, True)] if losses else []
+    groups += [(label, claimed[label], smooth) for label, _, smooth in PLOT_GROUPS if claimed[label]]
+    return groups
+
 
 
 def _lock_holder(descriptor: int) -> str:

@@ -239,7 +239,7 @@ class Trainer:
                 self.step_in_epoch = 0
                 last = self.epoch >= config.epochs or done  # done: --max-steps reached at an epoch end
                 self.run_validation(finished_epoch, logger, final=last)
-                if self.epoch % config.checkpoint == 0 or last:
+                if recipe.is_checkpoint_epoch(finished_epoch) or last:
                     self.save_checkpoint()
                     self.epoch_outputs(finished_epoch, logger)
                     if not done:

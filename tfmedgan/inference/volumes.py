@@ -76,6 +76,7 @@ def load_translator(
             if run.spec.generates != "volumes":
                 raise TfmedganError(f"{folder} is a {run.spec.name} run, which does not translate NIfTI volumes")
             model = run.network(f"generator_{direction.lower()}")
+            setattr(model, INPUT_MULTIPLE_ATTRIBUTE, 2 ** int(run.config.n_downsamplings))
             return model, tuple(int(s) for s in run.config.shape)
         if folder.is_file() and folder.suffix.lower() in (".hdf5", ".h5"):  # the original G_A2B_model.hdf5 itself
             json_path = folder.with_suffix(".json")
@@ -100,18 +101,51 @@ def _predict(model: keras.Model, batch: np.ndarray) -> np.ndarray:
     return np.asarray(model(batch, training=False), dtype=np.float32)
 
 
-def translate_volume(model: keras.Model, data: np.ndarray, model_shape: Sequence[int]) -> np.ndarray:
+#: Attribute of a loaded translator holding the size multiple its input sides must have
+#: (2 ** down-sampling stages); set by :func:`load_translator` for runs.
+INPUT_MULTIPLE_ATTRIBUTE = "tfmedgan_input_multiple"
+
+#: Largest padded volume (voxels) translated in one forward pass when it exceeds the model shape;
+#: larger ones go through overlapping windows. 16.7 M voxels = 256^3 (about 10 GB of float32
+#: activations for the 32-filter generator).
+ONE_PASS_VOXELS = 256**3
+
+
+def one_pass_shape(model: keras.Model, shape: Sequence[int], multiple: int | None) -> tuple[int, ...] | None:
+    """The shape to translate ``shape`` in one forward pass (each side rounded up to ``multiple``),
+    or None when the network's input has fixed sides that differ, or the volume is too large."""
+    if not multiple:
+        return None
+    padded = tuple(-(-int(size) // multiple) * multiple for size in shape)
+    static = tuple(model.input_shape[1:4])
+    if any(fixed is not None and fixed != size for fixed, size in zip(static, padded)):
+        return None
+    return padded if int(np.prod(padded)) <= ONE_PASS_VOXELS else None
+
+
+def translate_volume(model: keras.Model, data: np.ndarray, model_shape: Sequence[int],
+                     multiple: int | None = None) -> np.ndarray:
     """Translate one 3D array; returns float32 values in [-1, 1] of the same shape.
 
     The volume is centre zero-padded to (at least) ``model_shape`` and min-max scaled to [-1, 1]
-    after padding, exactly as the training pipeline does. If it fits, one forward pass of the
-    model shape; otherwise overlapping windows of the model shape.
+    after padding, exactly as the training pipeline does. A volume that fits the model shape is one
+    forward pass. A larger one is also translated whole, in one pass, when the network accepts any
+    size divisible by ``multiple`` (the fully convolutional generators with instance norm, which
+    were trained on whole volumes) and it has at most :data:`ONE_PASS_VOXELS` voxels; otherwise
+    overlapping windows of the model shape are blended.
     """
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 3:
         raise TfmedganError(f"expected a 3D volume, got shape {data.shape}")
+    if multiple is None:
+        multiple = getattr(model, INPUT_MULTIPLE_ATTRIBUTE, None)
     model_shape = tuple(int(s) for s in model_shape)
     target = tuple(max(size, wanted) for size, wanted in zip(data.shape, model_shape))
+    whole = one_pass_shape(model, target, multiple) if target != model_shape else model_shape
+    if whole is not None:
+        padded, padding = pad_or_crop_center(data, whole)
+        output = _predict(model, scale_to_unit_range(padded)[None, ..., None])[0, ..., 0]
+        return undo_center_pad(output, padding).astype(np.float32)
     padded, padding = pad_or_crop_center(data, target)
     scaled = scale_to_unit_range(padded)
     if target == model_shape:

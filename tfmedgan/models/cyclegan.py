@@ -45,17 +45,38 @@ def decayed_learning_rate(lr: float, epoch: int, epochs: int, decay_epoch: int) 
 class ImagePool:
     """History of generated volumes shown to a discriminator (Shrivastava et al. 2017, CycleGAN).
 
-    Until the pool is full every new fake is stored and returned. Afterwards each new fake is,
-    with probability 1/2, swapped for a uniformly chosen stored one (the stored one is returned,
-    the new one takes its place), else returned as it is. Unlike the original ``ImagePool``, which
-    returned a view of the slot it had just overwritten (so always the new fake), older fakes are
-    really returned. The buffer and fill counter are ``tf.Variable`` s, checkpointed with the run;
-    random draws are stateless functions of the step seed.
+    The fakes of a batch are taken one after the other. Until the pool is full every new fake is
+    stored and returned. Afterwards each new fake is, with probability 1/2, swapped for a
+    uniformly chosen stored one (the stored one is returned, the new one takes its place; a slot
+    written earlier in the same batch returns that fake), else returned as it is. Unlike the
+    original ``ImagePool``, which returned a view of the slot it had just overwritten (so always
+    the new fake), older fakes are really returned. The buffer and fill counter are
+    ``tf.Variable`` s, checkpointed with the run; random draws are stateless functions of the
+    step seed. The rule is evaluated for the whole batch at once (no loop over its fakes).
+
+    Under a ``tf.distribute`` strategy with several replicas there is ONE pool for the global
+    batch, as on one device: each replica all-gathers the fakes of every replica, draws the same
+    (stateless) coins and slots, updates its own copy of the mirrored buffer with the same
+    writes, and returns its own share of the result. A mirrored run therefore shows the
+    discriminators exactly the volumes a single-device run with the same global batch shows
+    them (one pool per replica would split the history and change which fakes come back). The
+    cost is one all-gather of the batch's fakes per query; the buffer is held on every device.
 
     Args:
         size: Number of stored volumes (0 = no pool).
         shape: Shape of one volume, e.g. ``(x, y, z, 1)``.
         name: Variable name prefix.
+
+    Example:
+        >>> pool = ImagePool(2, (4, 4, 4, 1))
+        >>> fakes = tf.ones((1, 4, 4, 4, 1))
+        >>> pool.query(fakes, tf.constant([0, 1], tf.int64)).shape  # filling: the fake comes back
+        TensorShape([1, 4, 4, 4, 1])
+
+    Reference:
+        Shrivastava et al., "Learning from Simulated and Unsupervised Images through Adversarial
+        Training", CVPR 2017 (history of refined images); Zhu et al., "Unpaired Image-to-Image
+        Translation using Cycle-Consistent Adversarial Networks", ICCV 2017, section 4.
     """
 
     def __init__(self, size: int, shape: tuple[int, ...], name: str = "pool"):
@@ -68,31 +89,60 @@ class ImagePool:
         return [self.images, self.count] if self.size else []
 
     def query(self, fakes: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Return the volumes to show the discriminator for a batch of new ``fakes``."""
+        """Return the volumes to show the discriminator for a batch of new ``fakes`` (this
+        replica's share of the global batch under a strategy)."""
         if self.size == 0:
             return fakes
         fakes = tf.cast(fakes, tf.float32)
-        count = tf.shape(fakes)[0]
-        seed = tf.cast(seed, tf.int64)
-        coins = tf.random.stateless_uniform([count], seed=seed)
-        slots = tf.random.stateless_uniform([count], seed=seed + tf.constant([0, 1 << 40], tf.int64), minval=0, maxval=self.size, dtype=tf.int32)
-        outputs = tf.TensorArray(tf.float32, size=count, element_shape=fakes.shape[1:])
-        for index in tf.range(count):
-            image = fakes[index]
-            filled = self.count.read_value()
-            if filled < self.size:
-                self.images.scatter_nd_update([[filled]], image[None])
-                self.count.assign_add(1)
-                chosen = image
-            elif coins[index] > 0.5:
-                slot = slots[index]
-                chosen = tf.identity(self.images[slot])
-                with tf.control_dependencies([chosen]):
-                    self.images.scatter_nd_update([[slot]], image[None])
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context is not None else 1
+        everything = context.all_gather(fakes, axis=0) if replicas > 1 else fakes
+        outputs, slots, images, count = self._draw(everything, tf.cast(seed, tf.int64))
+        with tf.control_dependencies([outputs]):
+            if replicas > 1:
+                context.merge_call(self._store_on_every_replica, args=(slots, images, count))
             else:
-                chosen = image
-            outputs = outputs.write(index, chosen)
-        return outputs.stack()
+                self.images.scatter_nd_update(slots, images)
+                self.count.assign(count)
+        if replicas == 1:
+            return tf.identity(outputs)
+        share = tf.shape(fakes)[0]
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * share
+        return tf.identity(outputs[start : start + share])
+
+    def _draw(self, fakes: tf.Tensor, seed: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The pool rule for a batch, vectorised: (returned volumes, slots to write [k, 1], the
+        volumes written there [k, ...], the new fill count). Fake ``i`` writes slot ``target[i]``
+        (-1: none); a swap returns the last earlier fake of the batch written to its slot, else
+        the stored volume; of several writes to one slot the last one stays."""
+        count = tf.shape(fakes)[0]
+        filled = self.count.read_value()
+        coins = tf.random.stateless_uniform([count], seed=seed)
+        drawn = tf.random.stateless_uniform([count], seed=seed + tf.constant([0, 1 << 40], tf.int64), minval=0,
+                                            maxval=self.size, dtype=tf.int32)
+        index = tf.range(count)
+        fill = index < self.size - filled
+        swap = tf.logical_and(tf.logical_not(fill), coins > 0.5)
+        target = tf.where(fill, filled + index, tf.where(swap, drawn, -1))
+        earlier = index[None, :] < index[:, None]  # [i, j]: j comes before i
+        same_slot = tf.logical_and(tf.equal(target[None, :], drawn[:, None]), earlier)
+        last_writer = tf.reduce_max(tf.where(same_slot, index[None, :], -1), axis=1)
+        stored = tf.gather(self.images, tf.where(swap, drawn, 0))
+        from_batch = tf.gather(fakes, tf.maximum(last_writer, 0))
+        shape = tf.concat([[count], tf.ones([tf.rank(fakes) - 1], tf.int32)], 0)
+        older = tf.where(tf.reshape(last_writer >= 0, shape), from_batch, stored)
+        outputs = tf.where(tf.reshape(swap, shape), older, fakes)
+        later = tf.logical_and(tf.equal(target[None, :], target[:, None]), index[None, :] > index[:, None])
+        keep = tf.logical_and(target >= 0, tf.logical_not(tf.reduce_any(later, axis=1)))
+        slots = tf.boolean_mask(target, keep)[:, None]
+        images = tf.boolean_mask(fakes, keep)
+        return outputs, slots, images, tf.minimum(filled + count, self.size)
+
+    def _store_on_every_replica(self, strategy, slots, images, count) -> None:
+        """Apply each replica's (identical) writes to its own copy of the mirrored variables."""
+        strategy.extended.update(self.images, lambda variable, s, v: variable.scatter_nd_update(s, v),
+                                 args=(slots, images), group=False)
+        strategy.extended.update(self.count, lambda variable, c: variable.assign(c), args=(count,), group=False)
 
 
 class CycleGANBase(Recipe):

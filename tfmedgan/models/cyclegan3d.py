@@ -7,7 +7,8 @@ in :mod:`tfmedgan.models.cyclegan`).
 One training step (seed 000, ``CycleGAN_3D.py``)::
 
     fake_B = G_A2B(A), fake_A = G_B2A(B)                (inference, through the image pools)
-    D update:  0.5 [LSGAN(D_A(A), 1) + LSGAN(D_A(pool(fake_A)), 0)] + same for D_B
+    D updates: 0.5 LSGAN(D_A(A), 1) + same for D_B, then 0.5 LSGAN(D_A(pool(fake_A)), 0) + same for D_B
+               (``discriminator_steps=1``: one update on the sum)
     generator_updates x G update on the same batch:
         1 * LSGAN(D_B(G_A2B(A)), 1) + 1 * LSGAN(D_A(G_B2A(B)), 1)
         + lambda_cycle * [L1(G_B2A(G_A2B(A)), A) + L1(G_A2B(G_B2A(B)), B)]
@@ -70,7 +71,13 @@ class CycleGAN3DConfig(EngineConfig):
         supervised: add the supervised L1 terms (needs co-registered pairs; ``--unpaired`` = off).
         identity_every: identity L1 update every N steps (0 = never).
         generator_updates: generator updates per discriminator update (2).
+        discriminator_steps: discriminator updates per iteration: 2 (the original: one on the real
+            volumes, then one on the pooled fakes) or 1 (one update on both).
         pool_size: history of generated volumes per domain shown to the discriminators (50).
+        upsample: generator up-sampling, ``transposed`` (the original) or ``resize`` (nearest x2
+            + 3-wide convolution, the original's disabled resize-convolution path; no checkerboard).
+        patch: train on random crops of this size ``[x, y, z]`` (the same crop of A and B) instead
+            of whole volumes; empty = whole volumes (the original). Inference stays whole-volume.
         recompute: gradient checkpointing of the generators: their activations are recomputed
             in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
     """
@@ -102,7 +109,15 @@ class CycleGAN3DConfig(EngineConfig):
                                  "the names less their modality suffix must match")
     identity_every: int = option(10, "identity update every N steps (0: never)")
     generator_updates: int = option(2, "generator updates per discriminator update")
+    discriminator_steps: int = option(2, "discriminator updates per iteration: 2 = one on the real volumes, then one "
+                                      "on the pooled fakes (the original's train_on_batch calls); 1 = one update on "
+                                      "both", choices=(1, 2))
     pool_size: int = option(50, "fake-volume history per domain (memory: 2 x N volumes)")
+    upsample: str = option("transposed", "generator up-sampling: transposed convolutions (the original) or resize "
+                           "(nearest x2 + convolution; no checkerboard)", choices=("transposed", "resize"))
+    patch: list[int] = option(help="train on random crops X Y Z of the volumes (same crop of A and B; rounded up to "
+                              "a valid shape); default: whole volumes, as the original", nargs=3, type=int,
+                              metavar=("X", "Y", "Z"), default_factory=list)
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
 
@@ -115,6 +130,14 @@ class CycleGAN3DConfig(EngineConfig):
         if self.shape and (len(self.shape) != 3 or any(int(size) < 1 for size in self.shape)):
             raise TfmedganError(f"--shape needs three positive sizes X Y Z, got {self.shape}")
         self.check_at_least(1, "base_filters", "d_layers", "d_filters", "generator_updates")
+        if self.upsample not in ("transposed", "resize"):
+            raise TfmedganError(f"--upsample must be transposed or resize, got {self.upsample!r}")
+        if self.patch and (len(self.patch) != 3 or any(int(size) < 1 for size in self.patch)):
+            raise TfmedganError(f"--patch needs three positive sizes X Y Z, got {self.patch}")
+        if self.patch and self.norm == "zslice":
+            raise TfmedganError("--patch needs --norm channel (zslice normalisation ties the network to the Z size)")
+        if self.discriminator_steps not in (1, 2):
+            raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
                             "lambda_cycle", "lambda_supervised", "lambda_identity", "decay_epoch")
 
@@ -156,7 +179,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         self.build_networks_only()
         self.build_generator_calls()
         self.optimizers = self.make_optimizers()
-        shape = tuple(self.model_shape()) + (1,)
+        shape = tuple(self.training_shape()) + (1,)
         self.pools = {
             "a": ImagePool(self.config.pool_size, shape, "pool_a"),
             "b": ImagePool(self.config.pool_size, shape, "pool_b"),
@@ -213,17 +236,28 @@ class CycleGAN3DRecipe(CycleGANBase):
         fake_a = tf.stop_gradient(g_b2a(then(real_b, fake_b), training=False))
         pooled_a = self.pools["a"].query(fake_a, self.noise_seed(step, _SALT_POOL_A))
         pooled_b = self.pools["b"].query(fake_b, self.noise_seed(step, _SALT_POOL_B))
-        with tf.GradientTape() as tape:
-            d_a_loss = w["discriminator"] * (
-                average_loss(self.adversarial_loss(d_a(real_a, training=True), 1.0), total)
-                + average_loss(self.adversarial_loss(d_a(pooled_a, training=True), 0.0), total)
-            )
-            d_b_loss = w["discriminator"] * (
-                average_loss(self.adversarial_loss(d_b(real_b, training=True), 1.0), total)
-                + average_loss(self.adversarial_loss(d_b(pooled_b, training=True), 0.0), total)
-            )
-            d_scaled = scale_loss(d_opt, d_a_loss + d_b_loss)
-        apply_gradients(d_opt, tape, d_scaled, d_vars)
+
+        def d_losses(images_a: tf.Tensor, images_b: tf.Tensor, target: float) -> tuple[tf.Tensor, tf.Tensor]:
+            return (w["discriminator"] * average_loss(self.adversarial_loss(d_a(images_a, training=True), target), total),
+                    w["discriminator"] * average_loss(self.adversarial_loss(d_b(images_b, training=True), target), total))
+
+        if int(self.config.discriminator_steps) == 2:
+            # the original: one update on the real volumes, then one on the pooled fakes
+            with tf.GradientTape() as tape:
+                real_loss_a, real_loss_b = d_losses(real_a, real_b, 1.0)
+                d_scaled = scale_loss(d_opt, real_loss_a + real_loss_b)
+            apply_gradients(d_opt, tape, d_scaled, d_vars)
+            with tf.GradientTape() as tape:
+                fake_loss_a, fake_loss_b = d_losses(pooled_a, pooled_b, 0.0)
+                d_scaled = scale_loss(d_opt, fake_loss_a + fake_loss_b)
+            apply_gradients(d_opt, tape, d_scaled, d_vars)
+        else:
+            with tf.GradientTape() as tape:
+                real_loss_a, real_loss_b = d_losses(real_a, real_b, 1.0)
+                fake_loss_a, fake_loss_b = d_losses(pooled_a, pooled_b, 0.0)
+                d_scaled = scale_loss(d_opt, real_loss_a + real_loss_b + fake_loss_a + fake_loss_b)
+            apply_gradients(d_opt, tape, d_scaled, d_vars)
+        d_a_loss, d_b_loss = real_loss_a + fake_loss_a, real_loss_b + fake_loss_b
 
         # generators, generator_updates times on the same batch
         a2b, b2a = self.generator_calls["generator_a2b"], self.generator_calls["generator_b2a"]
@@ -304,6 +338,15 @@ class CycleGAN3DRecipe(CycleGANBase):
             return tuple(self.config.shape)
         return self.resolve_shape()
 
+    def training_shape(self) -> tuple[int, int, int]:
+        """The shape of a training batch: ``--patch`` (rounded up to a valid shape, at most the
+        model shape) or the model shape."""
+        shape = self.model_shape()
+        if not self.config.patch:
+            return shape
+        patch = valid_input_shape([int(size) for size in self.config.patch], self.config.n_downsamplings)
+        return tuple(min(int(p), int(s)) for p, s in zip(patch, shape))
+
     def prepare_data(self, num_replicas: int = 1) -> None:
         config = self.config
         pairs = self._train_pairs()
@@ -317,20 +360,24 @@ class CycleGAN3DRecipe(CycleGANBase):
         sample = test[:1] if test else pairs[:1]
         nifti_data.validate_pairs(sample, paired=config.supervised, max_shape=self.model_shape(), progress=False)
         self._sample_files = sample[0]
-        self.drop_remainder = num_replicas > 1
-        if self.drop_remainder and config.batch % num_replicas:
+        # The original's Sequence had int(count / batch) batches: a last partial batch is dropped.
+        self.drop_remainder = True
+        if num_replicas > 1 and config.batch % num_replicas:
             raise TfmedganError(f"--batch {config.batch} is not divisible by the {num_replicas} replicas")
-        if self.drop_remainder and len(pairs) < config.batch:
+        if len(pairs) < config.batch:
             raise TfmedganError(f"{len(pairs)} volume pairs are fewer than one batch of {config.batch}")
-        count = len(pairs)
-        self.steps_per_epoch = count // config.batch if self.drop_remainder else int(np.ceil(count / config.batch))
+        self.steps_per_epoch = len(pairs) // config.batch
 
     def dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         config = self.config
-        return nifti_data.volume_pair_dataset(
+        dataset = nifti_data.volume_pair_dataset(
             self._train_pairs(), self.model_shape(), config.batch, config.seed, epoch,
-            drop_remainder=getattr(self, "drop_remainder", False),
-        ).skip(skip_batches)
+            drop_remainder=getattr(self, "drop_remainder", True),
+        )
+        if config.patch:
+            dataset = dataset.enumerate().map(
+                lambda index, pair: random_crop_pair(pair[0], pair[1], self.training_shape(), (config.seed, epoch), index))
+        return dataset.skip(skip_batches)
 
     def sample_pair(self) -> tuple[np.ndarray, np.ndarray]:
         if not hasattr(self, "_sample"):
@@ -346,12 +393,14 @@ class CycleGAN3DRecipe(CycleGANBase):
     def validate(self, epoch: int, step: int) -> dict[str, float]:
         """MAE, PSNR, SSIM and mutual information of both directions on DATA_DIR/testA, testB
         (in the brain mask, on the training scale; as ``--evaluate``). Empty without a test split."""
-        from tfmedgan.inference.volumes import score_pairs
+        from tfmedgan.inference.volumes import INPUT_MULTIPLE_ATTRIBUTE, score_pairs
 
         pairs = self._test_pairs()
         if not pairs:
             return {}
         shape = self.model_shape()
+        for name in ("generator_a2b", "generator_b2a"):
+            setattr(self.networks[name], INPUT_MULTIPLE_ATTRIBUTE, 2 ** int(self.config.n_downsamplings))
         models = {"A2B": (self.networks["generator_a2b"], shape), "B2A": (self.networks["generator_b2a"], shape)}
         means = [row for row in score_pairs(models, pairs) if row["file"] == "mean"]
         return {f"{row['direction'].lower()}_{key}": float(value) for row in means for key, value in row.items()
@@ -369,7 +418,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         config = self.config
         return build_resnet_generator(
             self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-            norm=config.norm, name=name,
+            norm=config.norm, name=name, upsample=config.upsample,
         )
 
     def checkpoint_boundaries(self, name: str) -> list[str]:
@@ -394,9 +443,37 @@ class CycleGAN3DRecipe(CycleGANBase):
 
     # -- dry run ---------------------------------------------------------------------------------
     def dry_run_extra(self) -> dict[str, Any]:
-        estimate = estimate_training_memory(self.config, self.model_shape())
+        estimate = estimate_training_memory(self.config, self.training_shape())
         return {"shape": list(self.model_shape()), "memory_estimate_gib": round(estimate["total"] / 2**30, 3),
                 "memory_estimate_parts_gib": {k: round(v / 2**30, 3) for k, v in estimate.items() if k != "total"}}
+
+
+def random_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: tuple[int, int, int],
+                     seed: tuple[int, int], index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The same random crop ``size`` of a batch of A volumes and of B volumes ``[b, x, y, z, 1]``.
+
+    The corner is a stateless draw from ``(seed, index)``: a resumed epoch repeats its crops.
+
+    Args:
+        volume_a, volume_b: Batches of equal spatial shape, at least ``size``.
+        size: Crop spatial shape.
+        seed: Two integers, e.g. ``(config seed, epoch)``.
+        index: Index of the batch within the epoch.
+
+    Returns:
+        The cropped batches ``[b, *size, 1]``.
+    """
+    shape = tf.shape(volume_a)
+    key = tf.stack([tf.cast(seed[0], tf.int64) * 1_000_003 + tf.cast(seed[1], tf.int64), tf.cast(index, tf.int64)])
+    draws = tf.random.stateless_uniform([3], seed=key, minval=0.0, maxval=1.0)
+    limits = tf.cast(shape[1:4] - tf.constant(size, tf.int32) + 1, tf.float32)
+    corner = tf.cast(tf.floor(draws * limits), tf.int32)
+    begin = tf.concat([[0], corner, [0]], axis=0)
+    extent = tf.constant([-1, *size, -1], tf.int32)
+    crop_a, crop_b = tf.slice(volume_a, begin, extent), tf.slice(volume_b, begin, extent)
+    crop_a.set_shape([volume_a.shape[0], *size, volume_a.shape[-1]])
+    crop_b.set_shape([volume_b.shape[0], *size, volume_b.shape[-1]])
+    return crop_a, crop_b
 
 
 #: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).

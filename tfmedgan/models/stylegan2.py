@@ -159,6 +159,7 @@ def gradient_penalty(
     real: tf.Tensor,
     fake: tf.Tensor,
     weights: tf.Tensor,
+    loss_scale: tf.Tensor | float | None = None,
 ) -> tf.Tensor:
     """Per-example WGAN-GP penalty ``(||grad_x critic(x_hat)||_2 - 1)^2``.
 
@@ -166,11 +167,19 @@ def gradient_penalty(
     axis (H, W, C). Call it inside the critic's gradient tape: the penalty is differentiable
     with respect to the critic's weights (second-order gradients).
 
+    Under ``mixed_float16`` the inner gradient runs backwards through float16 layers, where small
+    values underflow to 0 just as an unscaled loss gradient would. Pass the optimizer's loss scale
+    (``LossScaleOptimizer.dynamic_scale``): the critic's output is multiplied by it inside the
+    inner tape and the gradient divided by it afterwards (in float32). If the scaled inner
+    gradient overflows the penalty is not finite, and so are the gradients of any loss holding
+    it, which makes the LossScaleOptimizer skip the update and lower its scale.
+
     Args:
         critic: maps images [N, H, W, C] to outputs [N, 1] (or [N]).
         real: real images [N, H, W, C].
         fake: generated images of the same shape.
         weights: interpolation weights [N, 1, 1, 1] (Gulrajani et al.: Uniform[0, 1]).
+        loss_scale: the loss scale of the inner gradient (None: unscaled, for float32/bfloat16).
 
     Returns:
         The penalty per example, shape [N] (float32); reduce with
@@ -189,10 +198,21 @@ def gradient_penalty(
     with tf.GradientTape() as tape:
         tape.watch(interpolated)
         outputs = tf.cast(critic(interpolated), tf.float32)
+        if loss_scale is not None:
+            outputs = outputs * tf.cast(loss_scale, tf.float32)
     gradients = tape.gradient(outputs, interpolated)
+    if loss_scale is not None:
+        gradients = gradients / tf.cast(loss_scale, tf.float32)
     squared = tf.reduce_sum(tf.square(tf.reshape(gradients, (tf.shape(gradients)[0], -1))), axis=1)
     norms = tf.sqrt(squared + 1e-12)
     return tf.square(norms - 1.0)
+
+
+def _loss_scale(optimizer: keras.optimizers.Optimizer) -> tf.Tensor | float | None:
+    """The loss scale of a LossScaleOptimizer (what its ``scale_loss`` multiplies by); else None."""
+    if not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return None
+    return optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
 
 
 class StyleGAN2Recipe(SliceRecipe):
@@ -321,20 +341,25 @@ class StyleGAN2Recipe(SliceRecipe):
         weights = replica_slice(
             tf.random.stateless_uniform(tf.stack([total, 1, 1, 1]), seed=self.noise_seed(step, _salt_interpolation(index)))
         )
+        scale = _loss_scale(optimizer)
         with tf.GradientTape() as tape:
             real_logits = discriminator([real, alpha], training=True)
             fake_logits = discriminator([fake, alpha], training=True)
-            penalty = average_loss(
-                gradient_penalty(lambda images: discriminator([images, alpha], training=True), real, fake, weights),
-                total,
+            per_example = gradient_penalty(
+                lambda images: discriminator([images, alpha], training=True), real, fake, weights, loss_scale=scale
             )
-            loss = (
-                average_loss(losses.wasserstein(fake_logits, 1.0), total)
-                + average_loss(losses.wasserstein(real_logits, -1.0), total)
-                + self.config.gp_weight * penalty
+            critic_loss = average_loss(losses.wasserstein(fake_logits, 1.0), total) + average_loss(
+                losses.wasserstein(real_logits, -1.0), total
             )
+            penalty = average_loss(per_example, total)
+            loss = critic_loss + self.config.gp_weight * penalty
             scaled = scale_loss(optimizer, loss)
         apply_gradients(optimizer, tape, scaled, discriminator.trainable_variables)
+        if scale is not None:
+            # an overflow of the scaled inner gradient: the LossScaleOptimizer skipped this update
+            # (non-finite gradients) and lowered its scale; log the penalty of the finite examples
+            penalty = average_loss(tf.where(tf.math.is_finite(per_example), per_example, 0.0), total)
+            loss = critic_loss + self.config.gp_weight * penalty
         return loss, penalty
 
     def generator_step(self, step: tf.Tensor, total: tf.Tensor) -> tf.Tensor:
@@ -378,6 +403,10 @@ class StyleGAN2Recipe(SliceRecipe):
 
     def sample_filename(self, epoch: int) -> str:
         return f"image_at_epoch_{epoch}.png"
+
+    def is_checkpoint_epoch(self, epoch: int) -> bool:
+        """The original's grid epochs: 0-based ``epoch % checkpoint == 0`` (0, N, 2N, ...)."""
+        return epoch % self.config.checkpoint == 0
 
 
 

@@ -6,6 +6,7 @@ Layout (Zhu et al. 2017, as ported to 3D by DCAN-Labs/MR-Image-Translation ``Cyc
     n_downsamplings x [conv 3 stride 2 (filters x2) -> IN -> ReLU]
     n_residual_blocks x [conv 3 -> IN -> ReLU -> conv 3 -> IN -> add input]
     n_downsamplings x [transposed conv 3 stride 2 (filters /2) -> IN -> ReLU]
+        (upsample="resize": nearest x2 -> reflection pad 1 -> conv 3 instead of the transposed conv)
     reflection pad 3 -> conv 7 (output_channels) -> tanh (float32)
 
 The seed-000 default (``base_filters=32, n_downsamplings=1, n_residual_blocks=1``) has 354,497
@@ -32,6 +33,12 @@ from tfmedgan.layers.padding import ReflectionPadding
 REFLECTION_PADDING = 3
 
 NORM_CHOICES = ("channel", "zslice")
+
+#: Up-sampling of the decoder stages: ``transposed`` (stride-2 transposed convolution, the
+#: original's default) or ``resize`` (nearest-neighbour x2 then reflection pad 1 and a 3-wide
+#: convolution: the original's disabled ``use_resize_convolution`` path, free of the transposed
+#: convolution's checkerboard).
+UPSAMPLE_CHOICES = ("transposed", "resize")
 
 #: Configurations of the original code. ``cyclegan_3d`` is CycleGAN_3D.py (the shipped weights);
 #: ``gan_3d`` is the older, deeper GAN_3D.py. Both used keras-contrib InstanceNormalization with
@@ -276,6 +283,7 @@ def build_resnet_generator(
     norm_epsilon: float = 1e-5,
     norm_epsilon_mode: str | None = None,
     name: str = "resnet_generator",
+    upsample: str = "transposed",
 ) -> keras.Model:
     """Build the ResNet translator generator (seed 000) as a functional Keras model.
 
@@ -295,6 +303,11 @@ def build_resnet_generator(
             (divide by sqrt(var + eps)). Default: ``"std"`` for ``norm="zslice"`` (faithful to the
             trained weights), ``"variance"`` for ``norm="channel"``.
         name: Model name.
+        upsample: ``"transposed"`` (transposed convolution 3 stride 2, the original's default)
+            or ``"resize"`` (nearest x2, reflection pad 1, convolution 3 'valid': the original's
+            disabled ``use_resize_convolution`` path). Same layer names (``up{k}_conv``), but the
+            kernel shapes differ (``(3, 3, 3, in, out)`` vs ``(3, 3, 3, out, in)``), so weights of
+            one kind do not load into the other.
 
     Returns:
         A functional ``keras.Model`` mapping an image to an image of the same spatial shape with
@@ -308,6 +321,8 @@ def build_resnet_generator(
     input_shape = tuple(None if size is None else int(size) for size in input_shape)
     if norm not in NORM_CHOICES:
         raise TfmedganError(f"norm must be one of {NORM_CHOICES}, got {norm!r}")
+    if upsample not in UPSAMPLE_CHOICES:
+        raise TfmedganError(f"upsample must be one of {UPSAMPLE_CHOICES}, got {upsample!r}")
     if base_filters < 1 or output_channels < 1 or n_residual_blocks < 0:
         raise TfmedganError(
             f"base_filters ({base_filters}) and output_channels ({output_channels}) must be >= 1 "
@@ -319,6 +334,7 @@ def build_resnet_generator(
 
     convolution = keras.layers.Conv3D if spatial_dims == 3 else keras.layers.Conv2D
     transposed = keras.layers.Conv3DTranspose if spatial_dims == 3 else keras.layers.Conv2DTranspose
+    upsampling = keras.layers.UpSampling3D if spatial_dims == 3 else keras.layers.UpSampling2D
 
     def normalise(tensor, layer_name):
         return InstanceNormalization(
@@ -349,7 +365,12 @@ def build_resnet_generator(
 
     for stage in range(1, n_downsamplings + 1):
         filters //= 2
-        x = transposed(filters, 3, strides=2, padding="same", name=f"up{stage}_conv")(x)
+        if upsample == "resize":
+            x = upsampling(2, name=f"up{stage}_resize")(x)
+            x = ReflectionPadding(1, spatial_dims=spatial_dims, name=f"up{stage}_pad")(x)
+            x = convolution(filters, 3, padding="valid", name=f"up{stage}_conv")(x)
+        else:
+            x = transposed(filters, 3, strides=2, padding="same", name=f"up{stage}_conv")(x)
         x = normalise(x, f"up{stage}_norm")
         x = keras.layers.Activation("relu", name=f"up{stage}_relu")(x)
 

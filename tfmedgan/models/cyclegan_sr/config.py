@@ -62,6 +62,8 @@ class CycleGANSRConfig(EngineConfig):
         check_finite: scan every ROI for NaN / inf before training (one streaming pass).
         use_batch_statistics: standard BatchNorm in the discriminators instead of the original's
             eval-mode BatchNorm (fixed statistics).
+        preset: the ``--preset`` the config was made from (``""`` or ``cpu-demo``; recorded only,
+            its values are already in the other fields).
     """
 
     model = "cyclegan-sr"
@@ -101,6 +103,7 @@ class CycleGANSRConfig(EngineConfig):
                                         "eval mode)", flags=("--batch-statistics",))
     keep_checkpoints: int = option(3, "number of checkpoints kept on disk", group="training engine")
     epochs: int = 10_000
+    preset: str = ""
 
     def validate(self) -> None:
         super().validate()

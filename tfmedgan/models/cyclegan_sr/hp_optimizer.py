@@ -22,6 +22,25 @@ def _rolling_mean(values: np.ndarray, window: int = 20) -> np.ndarray:
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
 
+def per_step_history(rows: list[dict[str, float]], column: str) -> np.ndarray:
+    """One value per training step from ``losses.csv`` rows, whatever ``--log-every`` was.
+
+    A row logged at step ``s`` stands for every step since the previous row (``s - s_prev``
+    steps; the first row for steps 1..s), so windows of the original's 100 or 200 values count
+    steps, not rows. With ``--log-every 1`` this is the logged column itself.
+
+    Example:
+        >>> per_step_history([{"step": 2.0, "x": 1.0}, {"step": 4.0, "x": 3.0}], "x").tolist()
+        [1.0, 1.0, 3.0, 3.0]
+    """
+    if not rows:
+        return np.zeros(0)
+    steps = np.array([r["step"] for r in rows], np.int64)
+    lengths = np.diff(np.concatenate([[0], steps]))
+    values = np.array([r.get(column, 0.0) for r in rows], np.float64)
+    return np.repeat(values, np.maximum(lengths, 0))
+
+
 def _linear_slope(values: np.ndarray) -> float:
     if len(values) < 2:
         return 0.0
@@ -32,7 +51,9 @@ class HPOptimizer:
     """The original's experimental hyper-parameter optimizer, acting on a :class:`CycleGANSRRecipe`.
 
     At every check (every ``steps_per_epoch`` steps after step 250) ``failcondition`` is the sum
-    of three tests on the loss history (``losses.csv``) and the fixed sample pair:
+    of three tests on the loss history (``losses.csv``, one value per step: see
+    :func:`per_step_history`, so the windows count steps with any ``--log-every``) and the fixed
+    sample pair:
 
     Checks run at the ends of epochs after step :data:`HP_START_STEP`; with ``steps_per_epoch``
     other than 100 the roll-back distance (200) and the 10-failure shift (100) scale with it.
@@ -45,7 +66,8 @@ class HPOptimizer:
     * cycle drift: mean of the last 100 values of a cycle loss above ``1.4 (min rolling mean + 0.1)``
       adds 20.
 
-    ``failcondition > 1`` is a failure: weights randomised (x U(0.5, 1.5)) and steered by slopes
+    ``failcondition > 1`` is a failure: weights randomised (x U(0.5, 1.5), rescaled to sum
+    ``lambda_total``) and steered by slopes
     and truth tables (x0.7 / x1.3), learning rates moved (``fix_lrs`` with a random skew; the
     original only logged them, here they are applied), on the second consecutive failure reset to
     the initial values, and training rolls back to the checkpoint ``round(max_step - 200, -2)``.
@@ -111,16 +133,18 @@ class HPOptimizer:
         factors = 1.0 + rng.uniform(0, 1, len(weights)) - spread
         return np.clip((weights + 0.1) * factors, 0.1, 100.0)
 
-    def fix_weights(self, weights: np.ndarray, rate: float, histories: dict[str, np.ndarray], rows: list[dict]) -> np.ndarray:
+    def fix_weights(self, weights: np.ndarray, rate: float, histories: dict[str, np.ndarray]) -> np.ndarray:
+        """The original's ``fix_lambdas``; ``histories`` holds one value per step of every loss and
+        truth-table column (:func:`per_step_history`)."""
         recipe = self.recipe
         weights = weights.copy()
         cycles = [(i, e) for i, e in enumerate(recipe.entries) if e.term.startswith("C")]
         slopes = {i: _linear_slope(histories.get(f"loss_{e.name}", np.zeros(0))[-200:]) for i, e in cycles}
         target = -float(np.mean([abs(s) for s in slopes.values()])) if slopes else 0.0
-        recent = rows[-100:]
 
         def mean_of(column: str) -> float:
-            return float(np.mean([r.get(column, 0.0) for r in recent])) if recent else 0.0
+            recent = histories.get(column, np.zeros(0))[-100:]
+            return float(recent.mean()) if len(recent) else 0.0
 
         for index, entry in enumerate(recipe.entries):
             if entry.term.startswith("C"):
@@ -151,7 +175,8 @@ class HPOptimizer:
         config = recipe.config
         rows = [r for r in run_dir.read_losses() if r["step"] <= step]
         columns = [k for k in (rows[0] if rows else {}) if k.startswith("loss_") and not k.endswith("_total")]
-        histories = {k: np.array([r[k] for r in rows], np.float64) for k in columns}
+        histories = {k: per_step_history(rows, k) for k in columns}
+        truth_tables = {k: per_step_history(rows, k) for k in (rows[0] if rows else {}) if k.startswith("tt_")}
         state = recipe.hyperparameter_snapshot()
         rng = np.random.default_rng([config.seed, step, state["fallbacks"], state["rollbacks"]])
         flip, flip_details = self.flip_test()
@@ -163,12 +188,12 @@ class HPOptimizer:
                                   "cycle": cycle_value, "failcondition": failcondition, "rollback_to": None}
 
         def accuracy(term: str) -> float:
-            recent = rows[-100:]
-            return float(np.mean([r.get(f"tt_{term}_tp", 0) + r.get(f"tt_{term}_tn", 0) for r in recent])) if recent else 0.5
+            parts = [truth_tables.get(f"tt_{term}_{kind}", np.zeros(0))[-100:] for kind in ("tp", "tn")]
+            return float(parts[0].mean() + parts[1].mean()) if len(parts[0]) and len(parts[1]) else 0.5
 
         if failcondition > 1:
-            weights = self.rand_weights(weights, 0.5, rng)
-            weights = normalize_weights(self.fix_weights(weights, 0.3, histories, rows), config.lambda_total)
+            weights = normalize_weights(self.rand_weights(weights, 0.5, rng), config.lambda_total)
+            weights = normalize_weights(self.fix_weights(weights, 0.3, {**histories, **truth_tables}), config.lambda_total)
             lrs = self.fix_lrs(float(rng.uniform()), step)
             fallbacks = state["fallbacks"]
             period = int(config.steps_per_epoch)  # 100 in the original
@@ -184,7 +209,7 @@ class HPOptimizer:
                          "rollbacks": state["rollbacks"] + 1}
         else:
             weights = normalize_weights(self.rand_weights(weights, 0.3, rng), config.lambda_total)
-            weights = normalize_weights(self.fix_weights(weights, 0.2, histories, rows), config.lambda_total)
+            weights = normalize_weights(self.fix_weights(weights, 0.2, {**histories, **truth_tables}), config.lambda_total)
             lrs = self.fix_lrs(0.5 * (accuracy("D_A") + accuracy("D_B")), step)
             new_state = {"weights": weights, "lrs": lrs, "fallbacks": 0, "max_step": max(max_step, step),
                          "rollbacks": state["rollbacks"]}
