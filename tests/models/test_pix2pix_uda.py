@@ -367,6 +367,16 @@ def test_bad_inputs_are_one_line_errors(root, pix2pix_run, vae_run, tmp_path):
         _prepare(pix2pix_config(tmp_path / "nowhere", out))
 
 
+def test_a_smaller_vae_slice_size_means_one_volume_per_batch():
+    from tfmedgan.models import get_model
+
+    spec = get_model("vae2d")
+    assert spec.config(slice_size=64).batch == 64 and spec.config(slice_size=64, batch=16).batch == 16
+    assert spec.config().batch == 256
+    with pytest.raises(TfmedganError, match="use --batch 64 or less"):
+        spec.config(slice_size=64, batch=128).validate()
+
+
 def test_cli_errors_are_one_line(pix2pix_run, vae_run, root, tmp_path, capsys):
     from tfmedgan.cli import main
 

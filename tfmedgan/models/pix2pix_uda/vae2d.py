@@ -63,7 +63,8 @@ class VAE2DConfig(EngineConfig):
     base_filters: int = option(4, "encoder/decoder width (the original gf_dim)")
     kl_weight: float = option(0.01, "weight of the KL term (--kl-latent-loss-weight)")
     lr: float = option(1e-4, "Adam learning rate")
-    batch: int = option(256, "slices per batch (one volume = --slice-size slices; a batch never mixes volumes)",
+    batch: int = option(256, "slices per batch, at most --slice-size (one volume; the default with a smaller "
+                        "--slice-size); a batch never mixes volumes",
                         group=ENGINE_GROUP)
     epochs: int = option(300, "number of epochs", group=ENGINE_GROUP)
     seed: int = option(42, "random seed", group=ENGINE_GROUP)
@@ -77,7 +78,8 @@ class VAE2DConfig(EngineConfig):
         if size < 8 or size & (size - 1):
             raise TfmedganError(f"--slice-size must be a power of 2 of at least 8, got {self.slice_size}")
         if self.batch > size:
-            raise TfmedganError(f"--batch {self.batch} is larger than one volume's {size} slices (--slice-size)")
+            raise TfmedganError(f"--batch {self.batch} is larger than one volume's {size} slices (--slice-size); "
+                                f"use --batch {size} or less")
         self.check_at_least(1, "base_filters", "n_samples")
         self.check_at_least(0, "kl_weight", "lr")
 
@@ -199,6 +201,19 @@ class VAE2DRecipe(Recipe):
         }
 
 
+def _prepare_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A ``--slice-size`` below 256 without ``--batch``: one volume (``slice_size`` slices) per batch."""
+    if "slice_size" in values and "batch" not in values and int(values["slice_size"]) < 256:
+        values = {**values, "batch": int(values["slice_size"])}
+    return values
+
+
+def _sample_data(config: VAE2DConfig) -> None:
+    sample_brats_root(config)
+    if config.batch > config.slice_size:
+        config.batch = config.slice_size
+
+
 MODEL = ModelSpec(
     name="vae2d",
     config_class=VAE2DConfig,
@@ -209,7 +224,8 @@ MODEL = ModelSpec(
     "volume per batch. With --sample-data only OUTPUT_DIR is given (simulated cases in "
     "OUTPUT_DIR/sample_data-brats-4mm, 64 x 64 slices).",
     positionals=(Positional("data_root", "ROOT", sample_data=True), Positional("output_dir", "OUTPUT_DIR")),
-    sample_data=sample_brats_root,
+    sample_data=_sample_data,
+    prepare_values=_prepare_values,
 )
 
 
