@@ -11,7 +11,7 @@ TENSORFLOW = "2.21.0"
 
 setup(
     name="tfmedgan",
-    version="0.1.0",
+    version="0.2.0",
     description="Generative models for medical images (3D CycleGAN, pix2pix+VAE UDA, DCGAN, StyleGAN2) in TF/Keras 3",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",

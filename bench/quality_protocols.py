@@ -471,11 +471,8 @@ class SuperResolutionProtocol(Protocol):
 #: Demo preset of the DCGAN found for the README (existing CLI options only; see docs/faithfulness.md).
 DCGAN_DEMO_OPTIONS: tuple[str, ...] = ()
 
-#: The seed-002 ``cpu-demo`` preset of bench/bench_cyclegan_sr.py as CLI options.
-CYCLEGAN_SR_CPU_DEMO_OPTIONS: tuple[str, ...] = (
-    "--lr-g", "1e-3", "--kickstart-steps", "1000000", "--batch-statistics",
-    "--losses", '{"G_A": [["bce", 2.0]], "G_B": [["bce", 2.0]]}',
-)
+#: The seed-002 ``cpu-demo`` preset (tfmedgan.models.cyclegan_sr.PRESETS).
+CYCLEGAN_SR_CPU_DEMO_OPTIONS: tuple[str, ...] = ("--preset", "cpu-demo")
 
 
 def protocols() -> dict[str, Protocol]:
@@ -486,6 +483,7 @@ def protocols() -> dict[str, Protocol]:
         "dcgan-demo": SliceGANProtocol("dcgan-demo", "dcgan", DCGAN_DEMO_OPTIONS, cpu_seconds_per_step=0.8, goals=gan_goals),
         "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
+        "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=15.0),
         "cyclegan-sr": SuperResolutionProtocol("cyclegan-sr", "cyclegan-sr", cpu_seconds_per_step=2.0),
         "cyclegan-sr-cpu-demo": SuperResolutionProtocol("cyclegan-sr-cpu-demo", "cyclegan-sr", CYCLEGAN_SR_CPU_DEMO_OPTIONS,
                                                         cpu_seconds_per_step=2.0),

@@ -325,3 +325,14 @@ def test_patch_and_resize_upsampling_train_on_crops_and_translate_whole_volumes(
         tiny(data, tmp_path, patch=[8, 8, 8], norm="zslice").validate()
     with pytest.raises(TfmedganError, match="--upsample"):
         tiny(data, tmp_path, upsample="bilinear").validate()
+
+
+def test_cpu_preset_is_opt_in_and_the_defaults_stay_the_original():
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    default, cpu = MODEL.config(), MODEL.config(preset="cpu")
+    assert (default.upsample, default.patch, default.lr) == ("transposed", [], 2e-4)
+    assert (cpu.preset, cpu.upsample, cpu.patch, cpu.lr) == ("cpu", "resize", [64, 64, 64], 1e-3)
+    assert MODEL.config(preset="cpu", patch=[32, 32, 32]).patch == [32, 32, 32]  # explicit options win
+    with pytest.raises(TfmedganError, match="--preset must be one of gan_3d, cpu"):
+        CycleGAN3DConfig(preset="fast").validate()

@@ -288,3 +288,17 @@ def test_cpu_demo_preset_sets_its_values_and_explicit_options_win():
     assert MODEL.config().lr_g == 2e-4 and not MODEL.config().kickstart  # defaults stay the original's
     with pytest.raises(TfmedganError, match="no preset"):
         MODEL.config(preset="fast")
+
+
+def test_kickstart_mean_downsample_is_the_block_mean_and_nearest_the_corner_voxel():
+    import tensorflow as tf
+
+    volume = tf.reshape(tf.range(4 * 4 * 4, dtype=tf.float32), (1, 4, 4, 4, 1))
+    mean = sr_recipe.mean_downsample(volume, 2).numpy()[0, ..., 0]
+    nearest = sr_recipe.nearest_downsample(volume, 2).numpy()[0, ..., 0]
+    blocks = volume.numpy()[0, ..., 0].reshape(2, 2, 2, 2, 2, 2).mean(axis=(1, 3, 5))
+    np.testing.assert_allclose(mean, blocks)
+    assert nearest[0, 0, 0] == 0.0 and mean[0, 0, 0] == blocks[0, 0, 0] != 0.0
+    assert sr_recipe.mean_downsample(volume, 1) is volume
+    with pytest.raises(TfmedganError, match="--kickstart-downsample"):
+        CycleGANSRConfig(kickstart_downsample="cubic").validate()

@@ -56,6 +56,8 @@ class CycleGANSRConfig(EngineConfig):
         kickstart: for the first ``kickstart_steps`` steps, with probability
             ``kickstart_probability``, reconstruct from nearest-resampled real volumes instead of
             the fakes (prevents intensity inversions when both domains have similar intensities).
+            ``kickstart_downsample``: B reaches the A size by ``nearest`` (the original) or ``mean``
+            (block mean, what a larger detector voxel records).
         hp_optimizer: the original's experimental HP optimizer (checks every ``steps_per_epoch``
             steps after step 250; on failure re-weight, change learning rates, roll back ~200 steps).
         validate_every: validation every N epochs (0 = never); validate_batches: batches per validation.
@@ -94,7 +96,10 @@ class CycleGANSRConfig(EngineConfig):
     lambda_total: float = 200.0
     kickstart: bool = option(False, "reconstruct from resampled real volumes with p 0.7 in the first steps")
     kickstart_steps: int = option(150, "steps of the kickstart phase")
-    kickstart_probability: float = 0.7
+    kickstart_probability: float = option(0.7, "probability of a kickstart step within the kickstart phase")
+    kickstart_downsample: str = option("nearest", "how the kickstart shrinks real B to the A size: nearest (every "
+                                       "SR-th voxel, the original) or mean (block mean: a larger voxel)",
+                                       choices=("nearest", "mean"))
     hp_optimizer: bool = option(False, "the original's experimental HP optimizer (checks, re-weighting, roll-back)")
     validate_every: int = option(10, "validation every N epochs (0: never)", group="training engine")
     validate_batches: int = option(8, "batches per validation")
@@ -127,6 +132,8 @@ class CycleGANSRConfig(EngineConfig):
         for field in ("lr_g", "lr_d", "clip_max", "kickstart_steps", "validate_every"):
             if getattr(self, field) < 0:
                 raise TfmedganError(f"--{field.replace('_', '-')} must be >= 0, got {getattr(self, field)}")
+        if self.kickstart_downsample not in ("nearest", "mean"):
+            raise TfmedganError(f"--kickstart-downsample must be nearest or mean, got {self.kickstart_downsample!r}")
         if not 0.0 <= self.kickstart_probability <= 1.0:
             raise TfmedganError(f"--kickstart-probability must be in [0, 1], got {self.kickstart_probability}")
         if not self.lambda_total > 0:

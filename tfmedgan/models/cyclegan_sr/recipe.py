@@ -50,6 +50,13 @@ def nearest_downsample(volumes: tf.Tensor, factor: int) -> tf.Tensor:
     return volumes[:, ::factor, ::factor, ::factor, :]
 
 
+def mean_downsample(volumes: tf.Tensor, factor: int) -> tf.Tensor:
+    """The mean of every ``factor``^3 block (a ``factor`` times larger voxel), ``[b, d, h, w, c]``."""
+    if factor == 1:
+        return volumes
+    return tf.nn.avg_pool3d(volumes, ksize=factor, strides=factor, padding="VALID")
+
+
 
 class CycleGANSRRecipe(CycleGANBase):
     """Seed 002: U-Net generators, BN PatchGANs, BCE + L1 cycle, lazy HDF5 patches.
@@ -264,7 +271,8 @@ class CycleGANSRRecipe(CycleGANBase):
                 kick = tf.logical_and(tf.cast(step, tf.int64) < config.kickstart_steps, draw < config.kickstart_probability)
                 factor = int(config.super_resolution)
                 source_a = tf.cond(kick, lambda: nearest_upsample(real_a, factor), lambda: fake_b)
-                source_b = tf.cond(kick, lambda: nearest_downsample(real_b, factor), lambda: fake_a)
+                downsample = mean_downsample if config.kickstart_downsample == "mean" else nearest_downsample
+                source_b = tf.cond(kick, lambda: downsample(real_b, factor), lambda: fake_a)
                 result["kickstart"] = tf.cast(kick, tf.float32) / tf.cast(
                     tf.distribute.get_replica_context().num_replicas_in_sync, tf.float32)
             rec_a = g_b2a(source_a, training=True)
