@@ -15,6 +15,10 @@ writes OUT_DIR/<input stem>_synthetic.nii.gz per input, with the input's shape, 
 RUN_DIR_OR_MODEL is a translation run, a folder with the original G_A2B_model.json/.hdf5, or the
 original G_A2B_model.hdf5 file itself (or give --legacy-json/--legacy-hdf5 and use "-").
 
+3D pix2pix / UDA (BraTS layout): synthetic T1 of each case's T2 + FLAIR on its original grid::
+
+    python generate_images/generate.py PIX2PIX3D_OR_UDA_RUN CASE_OR_FOLDER OUT_DIR
+
 microCT SR CycleGAN: enhance a whole tomogram (HDF5 or NIfTI, any size)::
 
     python generate_images/generate.py CYCLEGAN_SR_RUN_DIR TOMOGRAM.h5 OUT_DIR [--blend gaussian|mean]
@@ -85,11 +89,23 @@ def _enhance_tomogram(args) -> int:
     return 0
 
 
+def _translate_cases(args) -> int:
+    run_dir, inputs, out_dir = args.paths
+    out = Path(out_dir)
+    _check_out_dir(out, args.overwrite)
+    from tfmedgan.models.pix2pix_uda import translate_cases
+
+    written = translate_cases(run_dir, inputs, out, overwrite=args.overwrite, progress=not args.no_progress)
+    print(f"wrote {len(written)} synthetic T1 volume(s) on the original grids to {out}")
+    return 0
+
+
 #: what a run generates (its registry entry's ``generates``) -> (handler, positional paths, usage)
 HANDLERS = {
     "images": (_generate_2d, 2, "RUN_DIR OUT_DIR"),
     "volumes": (_translate_3d, 3, "RUN_DIR INPUT_FILE_OR_DIR OUT_DIR"),
     "tomogram": (_enhance_tomogram, 3, "RUN_DIR TOMOGRAM OUT_DIR"),
+    "cases": (_translate_cases, 3, "RUN_DIR CASE_OR_FOLDER_OF_CASES OUT_DIR"),
 }
 
 

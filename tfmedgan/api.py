@@ -180,6 +180,15 @@ class Run:
         model, shape = load_translator(str(self.path), direction)
         return translate_files(model, shape, list_inputs(inputs), Path(out_dir), overwrite=overwrite, progress=progress)
 
+    def translate_cases(self, inputs: str | Path, out_dir: str | Path, overwrite: bool = False,
+                        progress: bool = True) -> list[Path]:
+        """Synthetic T1 of BraTS-layout cases (a case folder or a folder of cases) with a pix2pix3d or
+        uda run, written as NIfTI on each case's original grid (affine and shape)."""
+        self._require("cases", "translate BraTS cases")
+        from tfmedgan.models.pix2pix_uda import translate_cases
+
+        return translate_cases(self.path, inputs, out_dir, overwrite=overwrite, progress=progress)
+
     def enhance(self, tomogram: str | Path, out_dir: str | Path, **options: Any) -> list[Path]:
         """Enhance a whole tomogram (HDF5 or NIfTI) with a microCT SR run."""
         self._require("tomogram", "enhance tomograms")
