@@ -17,7 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_models_lists_the_registry():
-    assert tfmedgan.models()[:4] == ["dcgan", "stylegan2", "cyclegan3d", "cyclegan-sr"]
+    import tfmedgan.models  # the subpackage import must not shadow the API function
+
+    assert tfmedgan.list_models()[:4] == ["dcgan", "stylegan2", "cyclegan3d", "cyclegan-sr"]
+    assert {"pix2pix3d", "vae2d", "uda"} <= set(tfmedgan.list_models())
 
 
 def test_train_load_generate_and_resume_through_the_api(png_folder, tmp_path):

@@ -4,7 +4,7 @@ The Python API (the command line is a thin layer over it)::
 
     import tfmedgan
 
-    tfmedgan.models()                                   # ['dcgan', 'stylegan2', 'cyclegan3d', ...]
+    tfmedgan.list_models()                                   # ['dcgan', 'stylegan2', 'cyclegan3d', ...]
     run = tfmedgan.train("dcgan", data_dirs=["slices"], output_dir="runs", epochs=5)
     run = tfmedgan.load_run("runs/dcgan-20261201-120000")
     images = run.generate(16)                           # 2D GANs
@@ -18,10 +18,10 @@ from typing import Any
 from tfmedgan.errors import TfmedganError
 
 __version__ = "0.2.0"
-__all__ = ["TfmedganError", "configure", "load_run", "models", "train"]
+__all__ = ["TfmedganError", "configure", "load_run", "list_models", "train"]
 
 
-def models() -> list[str]:
+def list_models() -> list[str]:
     """Names of the registered models."""
     from tfmedgan.models import REGISTRY
 
