@@ -483,7 +483,7 @@ def protocols() -> dict[str, Protocol]:
         "dcgan-demo": SliceGANProtocol("dcgan-demo", "dcgan", DCGAN_DEMO_OPTIONS, cpu_seconds_per_step=0.8, goals=gan_goals),
         "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
-        "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=15.0),
+        "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=12.0),
         "cyclegan-sr": SuperResolutionProtocol("cyclegan-sr", "cyclegan-sr", cpu_seconds_per_step=2.0),
         "cyclegan-sr-cpu-demo": SuperResolutionProtocol("cyclegan-sr-cpu-demo", "cyclegan-sr", CYCLEGAN_SR_CPU_DEMO_OPTIONS,
                                                         cpu_seconds_per_step=2.0),
