@@ -284,6 +284,7 @@ def test_cpu_demo_preset_sets_its_values_and_explicit_options_win():
     config = MODEL.config(preset="cpu-demo", data_a="a.json", data_b="b.json")
     assert (config.preset, config.lr_g, config.kickstart, config.use_batch_statistics) == ("cpu-demo", 1e-3, True, True)
     assert config.kickstart_steps >= 1_000_000 and config.losses["G_A"] == [["bce", 2.0]]
+    assert config.kickstart_downsample == "mean" and MODEL.config().kickstart_downsample == "nearest"
     assert MODEL.config(preset="cpu-demo", lr_g=5e-4).lr_g == 5e-4
     assert MODEL.config().lr_g == 2e-4 and not MODEL.config().kickstart  # defaults stay the original's
     with pytest.raises(TfmedganError, match="no preset"):

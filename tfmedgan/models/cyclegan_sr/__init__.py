@@ -53,10 +53,11 @@ from tfmedgan.models.spec import ModelSpec, Positional
 #: Named presets (explicit options win). ``cpu-demo`` is not the original's recipe: it learns 2x SR
 #: of the built-in phantom within CPU-minutes (docs/cyclegan_sr.md, docs/faithfulness.md): the
 #: original's 4x-preset lr_g 1e-3, kickstart for the whole run, adversarial generator weight 2
-#: instead of 10 (before the rescaling to 200), discriminator BatchNorm on batch statistics.
+#: instead of 10 (before the rescaling to 200), discriminator BatchNorm on batch statistics, kickstart by
+#: block means (measured on the quality bench: +0.8 dB / +0.085 SSIM at 150 steps).
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu-demo": {"lr_g": 1e-3, "kickstart": True, "kickstart_steps": 1_000_000, "use_batch_statistics": True,
-                 "losses": {"G_A": [["bce", 2.0]], "G_B": [["bce", 2.0]]}},
+                 "losses": {"G_A": [["bce", 2.0]], "G_B": [["bce", 2.0]]}, "kickstart_downsample": "mean"},
 }
 
 __all__ = ["MODEL", "PRESETS", "TERMS", "CycleGANSRConfig", "LossEntry", "default_losses", "normalize_weights",
