@@ -22,6 +22,12 @@ from tfmedgan.models.spec import ModelSpec, Positional
 from tfmedgan.networks import dcgan as networks
 
 
+#: Named settings (explicit options win). ``demo``: Adam beta_1 0.5 and no discriminator dropout,
+#: for the README's 3-minute demo on the built-in slices; measured on 256 slices at 64 px, 520
+#: steps: best-match SSIM of 64 fakes 0.31 (faithful defaults: 0.13), 700 steps 0.37 (0.15).
+PRESETS: dict[str, dict] = {"demo": {"beta_1": 0.5, "dropout": 0.0}}
+
+
 @dataclasses.dataclass
 class DCGANConfig(EngineConfig):
     """The DCGAN's options; defaults are the original's hard-coded values.
@@ -125,6 +131,7 @@ MODEL = ModelSpec(
     description="Train the DCGAN on folders of PNG/JPEG slices (searched recursively and concatenated), "
     "e.g. the OASIS keras_png_slices_train/test/validate folders.",
     positionals=(Positional("data_dirs", "DATA_DIR", variadic=True, sample_data=True), Positional("output_dir", "OUTPUT_DIR")),
+    presets=PRESETS,
     sample_data=sample_slices,
     generates="images",
     commands=(SSIM_COMMAND,),
