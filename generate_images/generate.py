@@ -93,9 +93,9 @@ def _translate_cases(args) -> int:
     run_dir, inputs, out_dir = args.paths
     out = Path(out_dir)
     _check_out_dir(out, args.overwrite)
-    from tfmedgan.models.pix2pix_uda import translate_cases
+    from tfmedgan.api import load_run
 
-    written = translate_cases(run_dir, inputs, out, overwrite=args.overwrite, progress=not args.no_progress)
+    written = load_run(run_dir).translate_cases(inputs, out, overwrite=args.overwrite, progress=not args.no_progress)
     print(f"wrote {len(written)} synthetic T1 volume(s) on the original grids to {out}")
     return 0
 

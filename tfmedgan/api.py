@@ -185,9 +185,7 @@ class Run:
         """Synthetic T1 of BraTS-layout cases (a case folder or a folder of cases) with a pix2pix3d or
         uda run, written as NIfTI on each case's original grid (affine and shape)."""
         self._require("cases", "translate BraTS cases")
-        from tfmedgan.models.pix2pix_uda import translate_cases
-
-        return translate_cases(self.path, inputs, out_dir, overwrite=overwrite, progress=progress)
+        return self.spec.translate(self.path, inputs, out_dir, overwrite=overwrite, progress=progress)
 
     def enhance(self, tomogram: str | Path, out_dir: str | Path, **options: Any) -> list[Path]:
         """Enhance a whole tomogram (HDF5 or NIfTI) with a microCT SR run."""

@@ -88,8 +88,11 @@ class ModelSpec:
         positionals: the positional arguments, in order.
         presets: name -> option values; explicit options win over a preset.
         sample_data: fills the data fields of a new config with built-in data.
-        generates: ``images`` (latents -> 2D images), ``volumes`` (NIfTI translation) or
-            ``tomogram`` (HDF5/NIfTI enhancement), for ``generate_images/generate.py``.
+        generates: ``images`` (latents -> 2D images), ``volumes`` (NIfTI translation),
+            ``tomogram`` (HDF5/NIfTI enhancement) or ``cases`` (BraTS-layout cases), for
+            ``generate_images/generate.py``.
+        translate: for ``cases``: ``(run_dir, inputs, out_dir, overwrite=, progress=) -> paths``,
+            the function that writes a run's outputs (``generate.py``, ``Run.translate_cases``).
         add_arguments: extra, non-config arguments of the training subcommand.
         before_training: called with the parsed arguments before training; returns an exit
             status to stop there (e.g. ``--resume RUN --evaluate`` only evaluates).
@@ -107,6 +110,7 @@ class ModelSpec:
     presets: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     sample_data: Callable[[EngineConfig], None] | None = None
     generates: str = ""
+    translate: Callable[..., list[Path]] | None = None
     add_arguments: Callable[[Any], None] | None = None
     before_training: Callable[[Any], int | None] | None = None
     after_training: Callable[[Any, Path], int] | None = None

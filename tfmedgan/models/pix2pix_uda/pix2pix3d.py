@@ -31,7 +31,7 @@ from tfmedgan.engine.config import ENGINE_GROUP, option
 from tfmedgan.errors import TfmedganError
 from tfmedgan.models.pix2pix_uda.common import (
     Pix2PixBase, Pix2PixOptions, build_discriminator, build_generator, estimate_step_memory, memory_report,
-    sample_brats_root, score_run,
+    sample_brats_root, score_run, translate_cases,
 )
 from tfmedgan.models.spec import Command, ModelSpec, Positional
 
@@ -181,6 +181,7 @@ MODEL = ModelSpec(
     positionals=(Positional("data_root", "ROOT", sample_data=True), Positional("output_dir", "OUTPUT_DIR")),
     sample_data=sample_brats_root,
     generates="cases",
+    translate=translate_cases,
     commands=(TEST_COMMAND,),
 )
 

@@ -43,7 +43,7 @@ from tfmedgan.engine.precision import apply_gradients, scale_loss
 from tfmedgan.errors import TfmedganError
 from tfmedgan.models.pix2pix_uda.common import (
     KL_VIEWS, PIX2PIX_MODELS, Pix2PixBase, Pix2PixOptions, build_discriminator, build_generator, elementwise_kl,
-    estimate_step_memory, kl_slices, memory_report, sample_brats_root, top_percent_mean,
+    estimate_step_memory, kl_slices, memory_report, sample_brats_root, top_percent_mean, translate_cases,
 )
 from tfmedgan.models.spec import ModelSpec, Positional
 from tfmedgan.networks.vae2d import build_vae_encoder
@@ -353,6 +353,7 @@ MODEL = ModelSpec(
     positionals=(Positional("data_root", "ROOT", sample_data=True), Positional("output_dir", "OUTPUT_DIR")),
     sample_data=sample_brats_root,
     generates="cases",
+    translate=translate_cases,
 )
 
 
