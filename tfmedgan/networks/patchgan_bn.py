@@ -88,6 +88,7 @@ def build_patchgan_bn_discriminator(
     n_layers: int = 3,
     use_batch_statistics: bool = False,
     name: str = "patchgan_bn_discriminator",
+    synchronized: bool = False,
 ) -> keras.Model:
     """Build the 3D PatchGAN discriminator of the microCT CycleGAN.
 
@@ -99,6 +100,10 @@ def build_patchgan_bn_discriminator(
         use_batch_statistics: ``False`` (faithful) keeps BatchNorm on its running statistics as
             the original's eval-mode networks; ``True`` uses standard BatchNormalization.
         name: model name.
+        synchronized: with ``use_batch_statistics``, compute the batch statistics over the
+            global batch of all replicas (Keras ``BatchNormalization(synchronized=True)``), as
+            one device computes them; the recipe sets it when training on several replicas.
+            No effect without a multi-replica strategy or without batch statistics.
 
     Returns:
         A functional model mapping images to a float32 map of per-patch probabilities in (0, 1),
@@ -122,7 +127,11 @@ def build_patchgan_bn_discriminator(
     if all(side is not None for side in shape[:3]):
         patchgan_bn_output_shape(shape[:3], n_layers)
 
-    normalization = keras.layers.BatchNormalization if use_batch_statistics else RunningStatisticsBatchNormalization
+    if use_batch_statistics:
+        def normalization(**options):
+            return keras.layers.BatchNormalization(synchronized=bool(synchronized), **options)
+    else:
+        normalization = RunningStatisticsBatchNormalization
 
     def conv(inputs, filters: int, strides: int, use_bias: bool, layer_name: str, dtype=None):
         padded = keras.layers.ZeroPadding3D(padding=1, name=f"{layer_name}_pad")(inputs)

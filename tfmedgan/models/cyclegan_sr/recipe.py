@@ -176,14 +176,18 @@ class CycleGANSRRecipe(CycleGANBase):
         return build_patchgan_bn_discriminator(
             base_filters=config.d_filters, n_layers=config.d_layers,
             use_batch_statistics=config.use_batch_statistics, name=name,
+            synchronized=getattr(self, "num_replicas", 1) > 1,
         )
 
     def make_optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
+        """Adam for both generators and Adam for both discriminators. The generators' joint
+        gradient-norm clip (``clip_max``) is applied in :meth:`train_step` to the gradient summed
+        over replicas (:func:`tfmedgan.engine.precision.clip_joint_norm`), not by Keras'
+        ``global_clipnorm``, which would clip each replica's share before the all-reduce."""
         config = self.config
-        clip = float(config.clip_max) if config.clip_max > 0 else None
         return {
             "generators": wrap_optimizer(keras.optimizers.Adam(
-                config.lr_g, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8, global_clipnorm=clip), config.precision),
+                config.lr_g, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8), config.precision),
             "discriminators": wrap_optimizer(keras.optimizers.Adam(
                 config.lr_d, beta_1=config.beta_1, beta_2=config.beta_2, epsilon=1e-8), config.precision),
         }
@@ -192,6 +196,7 @@ class CycleGANSRRecipe(CycleGANBase):
         return normalize_weights([e.weight for e in self.entries], self.config.lambda_total)
 
     def build(self, num_replicas: int = 1) -> None:
+        self.num_replicas = num_replicas  # > 1: --batch-statistics BatchNorm is synchronised
         self.build_networks_only()
         self.optimizers = self.make_optimizers()
         self.loss_weights = tf.Variable(self.initial_weights().astype(np.float32), trainable=False, name="loss_weights")
@@ -292,7 +297,8 @@ class CycleGANSRRecipe(CycleGANBase):
                     result[f"loss_{entry.name}"] = raw
                     g_loss += weights[index] * raw
             g_scaled = scale_loss(g_opt, g_loss)
-        apply_gradients(g_opt, g_tape, g_scaled, g_vars)
+        clip = float(config.clip_max) if config.clip_max > 0 else None
+        apply_gradients(g_opt, g_tape, g_scaled, g_vars, clip_norm=clip)  # clipped after the all-reduce
         result["loss_g_total"] = g_loss
         result["loss_d_total"] = d_loss
         return result
