@@ -106,10 +106,20 @@ class MinibatchStandardDeviation(keras.layers.Layer):
     functions with a fixed batch). Use ``drop_remainder=True`` on the dataset or a batch size
     that is a multiple of ``group_size``.
 
+    Under a ``tf.distribute`` strategy with several replicas each replica sees only its share of
+    the batch, so the groups and their statistic would be formed per replica (different groups,
+    and a different statistic, from one device with the same global batch). With
+    ``synchronized=True`` the layer all-gathers the inputs of every replica in replica order,
+    forms the groups of the GLOBAL batch exactly as one device does, and keeps its own share of
+    the result (``N`` above is then the global batch; the gradient flows back through the
+    gather). Outside a multi-replica context it computes locally. The cost is one all-gather of
+    the layer's input per call.
+
     Args:
         group_size: Maximum number of samples per group (4 in the original).
         mode: ``"channel"`` or ``"row"``, see above.
         epsilon: Added to the variance before the square root (1e-8 in the original).
+        synchronized: Form the groups over the global batch of all replicas (see above).
         **kwargs: Standard Keras layer keyword arguments.
 
     Example:
@@ -126,7 +136,12 @@ class MinibatchStandardDeviation(keras.layers.Layer):
     """
 
     def __init__(
-        self, group_size: int = 4, mode: str = "channel", epsilon: float = 1e-8, **kwargs: Any
+        self,
+        group_size: int = 4,
+        mode: str = "channel",
+        epsilon: float = 1e-8,
+        synchronized: bool = False,
+        **kwargs: Any,
     ):
         super().__init__(**kwargs)
         if int(group_size) < 1:
@@ -141,6 +156,7 @@ class MinibatchStandardDeviation(keras.layers.Layer):
         self.group_size = int(group_size)
         self.mode = mode
         self.epsilon = float(epsilon)
+        self.synchronized = bool(synchronized)
 
     def build(self, input_shape: Sequence[int | None]) -> None:
         if len(input_shape) != 4:
@@ -151,6 +167,32 @@ class MinibatchStandardDeviation(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs: Any) -> Any:
+        context, replicas = None, 1
+        if self.synchronized:
+            import tensorflow as tf
+
+            context = tf.distribute.get_replica_context()
+            replicas = context.num_replicas_in_sync if context is not None else 1
+        if replicas > 1:
+            local_batch = ops.shape(inputs)[0]
+            gathered = tf.ensure_shape(context.all_gather(inputs, axis=0), [None, *inputs.shape[1:]])
+            per_sample = self._per_sample_statistic(gathered)
+            start = ops.cast(context.replica_id_in_sync_group, "int32") * local_batch
+            per_sample = ops.slice(per_sample, (start, 0, 0, 0), (local_batch, 1, 1, 1))
+        else:
+            per_sample = self._per_sample_statistic(inputs)
+        per_sample = ops.cast(per_sample, inputs.dtype)
+        dynamic_shape = ops.shape(inputs)
+        batch, height, width = dynamic_shape[0], dynamic_shape[1], dynamic_shape[2]
+        channels = inputs.shape[-1]
+        if self.mode == "channel":
+            extra = ops.broadcast_to(per_sample, (batch, height, width, 1))
+            return ops.concatenate([inputs, extra], axis=-1)
+        extra = ops.broadcast_to(per_sample, (batch, 1, width, channels))
+        return ops.concatenate([inputs, extra], axis=1)
+
+    def _per_sample_statistic(self, inputs: Any) -> Any:
+        """The float32 statistic of every sample's set, shape [N, 1, 1, 1]."""
         static_batch = inputs.shape[0]
         if static_batch is not None:
             group = min(self.group_size, static_batch)
@@ -162,7 +204,7 @@ class MinibatchStandardDeviation(keras.layers.Layer):
         else:
             group = ops.minimum(self.group_size, ops.shape(inputs)[0])
         dynamic_shape = ops.shape(inputs)
-        batch, height, width = dynamic_shape[0], dynamic_shape[1], dynamic_shape[2]
+        height, width = dynamic_shape[1], dynamic_shape[2]
         channels = inputs.shape[-1]
 
         x = ops.cast(inputs, "float32")
@@ -172,13 +214,7 @@ class MinibatchStandardDeviation(keras.layers.Layer):
         std = ops.sqrt(variance + self.epsilon)
         per_set = ops.mean(std, axis=(1, 2, 3), keepdims=True)  # [M, 1, 1, 1]
         # Sample n = g * M + m takes the value of set m: tile the sets G times along the batch.
-        per_sample = ops.tile(per_set, (group, 1, 1, 1))  # [N, 1, 1, 1]
-        per_sample = ops.cast(per_sample, inputs.dtype)
-        if self.mode == "channel":
-            extra = ops.broadcast_to(per_sample, (batch, height, width, 1))
-            return ops.concatenate([inputs, extra], axis=-1)
-        extra = ops.broadcast_to(per_sample, (batch, 1, width, channels))
-        return ops.concatenate([inputs, extra], axis=1)
+        return ops.tile(per_set, (group, 1, 1, 1))  # [N, 1, 1, 1]
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         batch, height, width, channels = tuple(input_shape)
@@ -189,7 +225,8 @@ class MinibatchStandardDeviation(keras.layers.Layer):
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
         config.update(
-            {"group_size": self.group_size, "mode": self.mode, "epsilon": self.epsilon}
+            {"group_size": self.group_size, "mode": self.mode, "epsilon": self.epsilon,
+             "synchronized": self.synchronized}
         )
         return config
 

@@ -238,19 +238,14 @@ class StyleGAN2Recipe(SliceRecipe):
         The last partial batch of an epoch is dropped when its size is not divisible by the
         minibatch standard deviation group ``min(4, size)`` (e.g. 5 or 6 images; the original
         would crash there) and always when training on several replicas (every replica then
-        gets an equal share). With several replicas each replica's share must itself suit the
-        minibatch standard deviation. Note that the statistic is then computed per replica, so a
-        mirrored step is not numerically identical to a single-device step.
+        gets an equal share). With several replicas the discriminator's minibatch standard
+        deviation all-gathers the batch and forms its groups over the GLOBAL batch, as one device
+        does, so only the global batch must suit it.
         """
         config = self.config
         if not config.data_dir:
             raise TfmedganError("no data folder given (or use --sample-data)")
         batch = config.batch
-        if num_replicas > 1 and batch % num_replicas == 0 and not _group_ok(batch // num_replicas):
-            raise TfmedganError(
-                f"--batch {batch} gives {batch // num_replicas} images per replica, which is not divisible "
-                f"by the minibatch-stddev group min({GROUP_SIZE}, {batch // num_replicas})"
-            )
         self.plan_slices([config.data_dir], num_replicas, drop_partial=True)
         remainder = len(self.files) % batch
         if num_replicas == 1 and remainder and _group_ok(remainder):  # a partial batch the network can take
@@ -279,6 +274,7 @@ class StyleGAN2Recipe(SliceRecipe):
                 dropout_rate=DISCRIMINATOR_DROPOUT,
                 name="discriminator",
                 group_size=GROUP_SIZE,
+                synchronized_minibatch_std=num_replicas > 1,  # groups of the global batch, as one device
             ),
         }
         self.optimizers = {

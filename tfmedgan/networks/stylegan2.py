@@ -286,6 +286,7 @@ def build_discriminator(
     name: str = "discriminator",
     *,
     group_size: int = 4,
+    synchronized_minibatch_std: bool = False,
 ) -> keras.Model:
     """Build the seed-004 residual discriminator ``[image, alpha] -> logit [N, 1]``.
 
@@ -316,6 +317,9 @@ def build_discriminator(
         dropout_rate: Dropout rate of the main path of each residual block (0.3 originally).
         name: Model name.
         group_size: Minibatch standard deviation group size (keyword only, 4 originally).
+        synchronized_minibatch_std: Form the minibatch standard deviation groups over the global
+            batch of all replicas (keyword only; see
+            :class:`~tfmedgan.layers.stylegan.MinibatchStandardDeviation`).
 
     Returns:
         A functional ``keras.Model`` with inputs ``[image, alpha]`` and a ``[N, 1]`` logit.
@@ -379,7 +383,8 @@ def build_discriminator(
         features = WeightedSum(name=f"block_fade_{block_resolution}")([main, skip, alpha])
 
     features = MinibatchStandardDeviation(
-        group_size=group_size, mode=minibatch_std_mode, name="minibatch_stddev"
+        group_size=group_size, mode=minibatch_std_mode, synchronized=synchronized_minibatch_std,
+        name="minibatch_stddev",
     )(features)
     features = keras.layers.Conv2D(
         input_filters * 2 ** (last_block + 1),
