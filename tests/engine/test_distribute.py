@@ -1,5 +1,6 @@
 import types
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -44,3 +45,40 @@ def test_one_mirrored_strategy_per_process_so_collectives_do_not_collide():
 
         result = tf.function(lambda: strategy.run(replica_sum))()
         assert strategy.experimental_local_results(result)[0].numpy().tolist() == [2.0] * shape[0]
+
+
+def test_cond_across_replicas_applies_a_gradient_update_inside_the_condition():
+    """A gradient update inside a per-replica tf.cond crashed under MirroredStrategy ("merge_call
+    called while defining a new graph"); the seed-000 identity update has one."""
+    import keras
+
+    from tfmedgan.engine.distribute import cond_across_replicas
+
+    batch = tf.constant([[1.0, 2.0], [3.0, 4.0]])
+    results = {}
+    for name in ("default", "mirrored"):
+        strategy = make_strategy(name)
+        with strategy.scope():
+            weights = tf.Variable([1.0, 2.0])
+            optimizer = keras.optimizers.SGD(0.1)
+            optimizer.build([weights])
+
+        def update(x):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_sum(weights * x)
+            optimizer.apply_gradients(zip(tape.gradient(loss, [weights]), [weights]))
+            return loss
+
+        def replica_step(x, step):
+            return cond_across_replicas(tf.equal(step % 2, 0), update, lambda x: tf.constant(0.0), args=(x,))
+
+        step_fn = tf.function(lambda x, step: strategy.run(replica_step, args=(x, step)))
+        batches = iter(strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensors(batch).repeat()))
+        losses = []
+        for step in range(3):
+            out = step_fn(next(batches), tf.constant(step))
+            losses.append(sum(float(t.numpy()) for t in strategy.experimental_local_results(out)))
+        results[name] = (losses, weights.numpy())
+    assert results["default"][0] == pytest.approx([16.0, 0.0, 10.8])  # step 1 skips the update
+    assert results["mirrored"][0] == pytest.approx(results["default"][0])
+    np.testing.assert_allclose(results["mirrored"][1], results["default"][1], atol=1e-6)

@@ -88,3 +88,59 @@ def average_loss(per_example: tf.Tensor, global_batch: tf.Tensor | int) -> tf.Te
 def global_batch_size(local_batch: tf.Tensor) -> tf.Tensor:
     """Global batch from this replica's batch (replicas get equal shares: drop_remainder=True)."""
     return local_batch * tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def cond_across_replicas(pred: tf.Tensor, true_fn, false_fn, args: tuple = ()):
+    """``tf.cond(pred, lambda: true_fn(*args), lambda: false_fn(*args))`` whose branches may
+    synchronise the replicas (apply gradients, all-reduce).
+
+    Inside ``strategy.run`` a ``tf.cond`` in replica context cannot hold a synchronisation point:
+    MirroredStrategy raises "merge_call called while defining a new graph or a tf.function". Here
+    the condition is evaluated in cross-replica context and the chosen branch then runs on every
+    replica (the pattern of Keras' LossScaleOptimizer). Without a strategy it is a plain
+    ``tf.cond``.
+
+    Args:
+        pred: a scalar boolean, the SAME on every replica (e.g. a function of the step).
+        true_fn, false_fn: called with this replica's ``args``; they may capture networks,
+            optimizers and variables, but no other replica-local tensors (under a strategy they
+            run in new replica calls, where another replica's captured tensor would be used).
+            Both return a tensor or a tuple of tensors of the same structure.
+        args: this replica's tensors for the branches.
+
+    Returns:
+        This replica's result of the chosen branch.
+
+    Example:
+        >>> cond_across_replicas(tf.constant(True), lambda x: x + 1.0, lambda x: x, (tf.constant(1.0),)).numpy()
+        2.0
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or not tf.distribute.has_strategy():
+        return tf.cond(pred, lambda: true_fn(*args), lambda: false_fn(*args))
+    replicas = context.num_replicas_in_sync
+
+    def merge_fn(strategy, pred, *args):
+        structure = []
+
+        def branch(fn):
+            def run():
+                result = strategy.extended.call_for_each_replica(fn, args=args)
+                structure[:] = [result]
+                parts = []
+                for value in tf.nest.flatten(result):
+                    local = list(strategy.experimental_local_results(value))
+                    parts.append(local * replicas if len(local) == 1 else local)
+                return parts
+            return run
+
+        first = strategy.experimental_local_results(pred)[0]
+        parts = tf.cond(first, branch(true_fn), branch(false_fn))
+
+        def this_replica(replica_context):
+            flat = [part[replica_context.replica_id_in_sync_group] for part in parts]
+            return tf.nest.pack_sequence_as(structure[0], flat)
+
+        return strategy.experimental_distribute_values_from_function(this_replica)
+
+    return context.merge_call(merge_fn, args=(pred, *args))

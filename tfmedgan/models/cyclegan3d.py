@@ -33,7 +33,7 @@ import tensorflow as tf
 from tfmedgan import losses
 from tfmedgan.data import nifti as nifti_data
 from tfmedgan.engine.config import EngineConfig, option
-from tfmedgan.engine.distribute import average_loss, global_batch_size
+from tfmedgan.engine.distribute import average_loss, cond_across_replicas, global_batch_size
 from tfmedgan.engine.memory import after, checkpointed_call
 from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.errors import TfmedganError
@@ -292,7 +292,7 @@ class CycleGAN3DRecipe(CycleGANBase):
             result.update(supervised_a=supervised_a, supervised_b=supervised_b)
         every = int(self.config.identity_every)
         if every:
-            def identity_update() -> tf.Tensor:
+            def identity_update(real_a: tf.Tensor, real_b: tf.Tensor, total: tf.Tensor) -> tf.Tensor:
                 with tf.GradientTape() as tape:
                     same_b = a2b(real_b)
                     same_a = b2a(then(real_a, same_b))
@@ -303,8 +303,10 @@ class CycleGAN3DRecipe(CycleGANBase):
                 apply_gradients(g_opt, tape, scaled, g_vars)
                 return loss
 
-            result["identity"] = tf.cond(
-                tf.equal(tf.math.floormod(tf.cast(step, tf.int64), every), 0), identity_update, lambda: tf.constant(0.0)
+            # the branch applies gradients: under a strategy the condition is taken across replicas
+            result["identity"] = cond_across_replicas(
+                tf.equal(tf.math.floormod(tf.cast(step, tf.int64), every), 0), identity_update,
+                lambda real_a, real_b, total: tf.constant(0.0), args=(real_a, real_b, total),
             )
         return result
 
