@@ -66,12 +66,13 @@ from tfmedgan.errors import TfmedganError
 class _Builder:
     """Creates the layers of one VAE network (2D or 3D, PyTorch default init)."""
 
-    def __init__(self, spatial_dims: int, bn_epsilon: float, bn_momentum: float) -> None:
+    def __init__(self, spatial_dims: int, bn_epsilon: float, bn_momentum: float, synchronized: bool = False) -> None:
         if spatial_dims not in (2, 3):
             raise TfmedganError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
         self.spatial_dims = spatial_dims
         self.bn_epsilon = bn_epsilon
         self.bn_momentum = bn_momentum
+        self.synchronized = bool(synchronized)
         self.conv_class = keras.layers.Conv3D if spatial_dims == 3 else keras.layers.Conv2D
         self.pad_class = keras.layers.ZeroPadding3D if spatial_dims == 3 else keras.layers.ZeroPadding2D
         self.up_class = keras.layers.UpSampling3D if spatial_dims == 3 else keras.layers.UpSampling2D
@@ -95,7 +96,7 @@ class _Builder:
 
     def bn(self, x, name: str):
         return keras.layers.BatchNormalization(
-            epsilon=self.bn_epsilon, momentum=self.bn_momentum, name=name
+            epsilon=self.bn_epsilon, momentum=self.bn_momentum, synchronized=self.synchronized, name=name
         )(x)
 
     @staticmethod
@@ -162,6 +163,7 @@ def build_vae_encoder(
     bn_epsilon: float = 1e-5,
     bn_momentum: float = 0.9,
     name: str = "vae_encoder",
+    synchronized_batchnorm: bool = False,
 ) -> keras.Model:
     """Build the ResBlock encoder; it returns ``[mu, log_sigma]`` (float32).
 
@@ -174,6 +176,9 @@ def build_vae_encoder(
         bn_epsilon: BatchNorm epsilon (PyTorch 1e-5).
         bn_momentum: Keras BatchNorm momentum (PyTorch momentum 0.1 -> 0.9).
         name: Model name.
+        synchronized_batchnorm: BatchNorm statistics over the global batch of all replicas
+            (Keras ``BatchNormalization(synchronized=True)``), as one device computes them; set it
+            when training on several replicas. No effect on one device.
 
     Returns:
         A model ``x -> [mu, log_sigma]``, each ``[batch, *spatial / 2**depth, F * 2**(depth-1)]``.
@@ -192,7 +197,7 @@ def build_vae_encoder(
     static = [size for size in input_shape[:-1] if size is not None]
     if static:
         latent_shape(static, base_filters, depth)
-    build = _Builder(spatial_dims, bn_epsilon, bn_momentum)
+    build = _Builder(spatial_dims, bn_epsilon, bn_momentum, synchronized_batchnorm)
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
     x = build.lrelu(build.bn(build.conv(inputs, base_filters, "conv1_conv"), "conv1_bn"), "conv1_lrelu")
     for block in range(1, depth):
@@ -214,6 +219,7 @@ def build_vae_decoder(
     bn_epsilon: float = 1e-5,
     bn_momentum: float = 0.9,
     name: str = "vae_decoder",
+    synchronized_batchnorm: bool = False,
 ) -> keras.Model:
     """Build the ResBlock decoder (linear float32 output, no sigmoid).
 
@@ -226,6 +232,9 @@ def build_vae_decoder(
         bn_epsilon: BatchNorm epsilon (PyTorch 1e-5).
         bn_momentum: Keras BatchNorm momentum (PyTorch 0.1 -> 0.9).
         name: Model name.
+        synchronized_batchnorm: BatchNorm statistics over the global batch of all replicas
+            (Keras ``BatchNormalization(synchronized=True)``), as one device computes them; set it
+            when training on several replicas. No effect on one device.
 
     Returns:
         A model ``z -> x_reconstructed`` of spatial size ``latent * 2**depth``.
@@ -243,7 +252,7 @@ def build_vae_decoder(
             f"latent_shape {latent_shape} must have {spatial_dims} spatial sizes and "
             f"{expected_channels} channels (base_filters * 2**(depth - 1))"
         )
-    build = _Builder(spatial_dims, bn_epsilon, bn_momentum)
+    build = _Builder(spatial_dims, bn_epsilon, bn_momentum, synchronized_batchnorm)
     inputs = keras.Input(shape=latent_shape, name=f"{name}_input")
     x = inputs
     for block in range(depth):
