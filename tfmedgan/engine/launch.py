@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import json
 import shutil
@@ -56,9 +57,12 @@ def launch(
             # Other workers of a multi-worker run compute in lockstep but write into a scratch folder;
             # they restore from the chief's (shared) run directory when resuming.
             config.neptune = False
+            # The caller still opens the returned run (config.json, summary.json) after launch
+            # returns, so the scratch folder is a complete run directory, removed at exit.
             scratch = tempfile.mkdtemp(prefix="tfmedgan-worker-")
-            stack.callback(shutil.rmtree, scratch, ignore_errors=True)
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
             run_dir = RunDirectory.create(scratch, config.name or config.model)
+            config.to_json(run_dir.config_path)
             if resume:
                 newest = latest_valid_checkpoint(RunDirectory.open(resume).checkpoints)
                 if newest is not None:
