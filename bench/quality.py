@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         draw_figure(name, result, protocol.figure_metrics(), figure)
         result["figure"] = str(figure)
         results[name] = result
+        # Re-read before writing: another bench process may have added its models meanwhile.
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {"models": {}}
         summary["models"][name] = result
         write_json(summary_path, summary)
     print_table(results)

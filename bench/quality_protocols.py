@@ -468,8 +468,8 @@ class SuperResolutionProtocol(Protocol):
         return {"psnr": baselines["cubic"]["psnr"] + 1.5, "ssim": baselines["cubic"]["ssim"]}
 
 
-#: Demo preset of the DCGAN found for the README (existing CLI options only; see docs/faithfulness.md).
-DCGAN_DEMO_OPTIONS: tuple[str, ...] = ()
+#: The DCGAN preset of the README demo (tfmedgan.models.dcgan.PRESETS; see docs/faithfulness.md).
+DCGAN_DEMO_OPTIONS: tuple[str, ...] = ("--preset", "demo")
 
 #: The seed-002 ``cpu-demo`` preset (tfmedgan.models.cyclegan_sr.PRESETS).
 CYCLEGAN_SR_CPU_DEMO_OPTIONS: tuple[str, ...] = ("--preset", "cpu-demo")
@@ -491,6 +491,6 @@ def protocols() -> dict[str, Protocol]:
 
 
 def write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".tmp-{path.name}")
+    temporary = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     temporary.write_text(json.dumps(data, indent=2) + "\n")
     os.replace(temporary, path)

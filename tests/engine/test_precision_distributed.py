@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tfmedgan.engine.distribute import make_strategy
-from tfmedgan.engine.precision import apply_gradients, clip_joint_norm, scale_loss
+from tfmedgan.engine.precision import apply_gradient_list, apply_gradients, clip_joint_norm, scale_loss
 
 SHARES = (np.array([3.0, 0.0], np.float32), np.array([0.0, 4.0], np.float32))  # summed: [3, 4], norm 5
 
@@ -65,6 +65,44 @@ def test_loss_scaling_skips_the_step_when_any_replica_overflows():
     weights, optimizer = run_step(mirrored(), make, SHARES)  # finite everywhere: applied
     np.testing.assert_allclose(weights.numpy(), [-3.0, -4.0], atol=1e-5)
     assert float(optimizer.dynamic_scale.numpy()) == pytest.approx(1024.0)
+
+
+def test_gradients_summed_apart_also_skip_when_any_replica_overflows():
+    """apply_gradient_list: gradients taken from several tapes (pix2pix3d's discriminator)."""
+    strategy = mirrored()
+    with strategy.scope():
+        weights = tf.Variable([0.0, 0.0])
+        optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(1.0), initial_scale=1024.0)
+        optimizer.build([weights])
+    overflow = (SHARES[0], np.array([np.inf, 0.0], np.float32))
+
+    def replica_step():
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        share = tf.gather(tf.constant(np.stack(overflow)), replica)
+        gradients = []
+        for half in (0.5, 0.5):
+            with tf.GradientTape() as tape:
+                scaled = scale_loss(optimizer, half * tf.reduce_sum(weights * share))
+            gradients.append(tape.gradient(scaled, [weights])[0])
+        apply_gradient_list(optimizer, [gradients[0] + gradients[1]], [weights])
+
+    tf.function(lambda: strategy.run(replica_step))()
+    np.testing.assert_array_equal(weights.numpy(), [0.0, 0.0])
+    assert float(optimizer.dynamic_scale.numpy()) == pytest.approx(512.0)
+
+
+def test_every_model_applies_gradients_through_engine_precision():
+    """A bare optimizer.apply_gradients in a recipe would bypass the any-replica overflow skip."""
+    import re
+    from pathlib import Path
+
+    import tfmedgan.models
+
+    root = Path(tfmedgan.models.__file__).parent
+    bare = [f"{path.relative_to(root)}:{number}" for path in sorted(root.rglob("*.py"))
+            for number, line in enumerate(path.read_text().splitlines(), 1)
+            if re.search(r"\.apply_gradients\(zip\(", line)]
+    assert bare == []
 
 
 def test_clip_joint_norm_keeps_none_and_small_gradients():

@@ -54,6 +54,16 @@ def apply_gradients(
     if clip_norm:
         scale = optimizer.dynamic_scale if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) else None
         gradients = clip_joint_norm(gradients, clip_norm, loss_scale=scale)
+    apply_gradient_list(optimizer, gradients, variables)
+
+
+def apply_gradient_list(optimizer, gradients: list, variables: list) -> None:
+    """Apply gradients (of a scaled loss) that were computed apart, e.g. summed over several tapes.
+
+    With a LossScaleOptimizer on several replicas, a step is skipped on every replica when any
+    replica's gradients overflow (:func:`skip_unless_finite_everywhere`), as in
+    :func:`apply_gradients`.
+    """
     if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
         gradients = skip_unless_finite_everywhere(gradients)
     optimizer.apply_gradients(zip(gradients, variables))

@@ -41,7 +41,7 @@ from tfmedgan import losses
 from tfmedgan.data import brats
 from tfmedgan.engine.config import EngineConfig, option
 from tfmedgan.engine.distribute import average_loss, global_batch_size
-from tfmedgan.engine.precision import apply_gradients, scale_loss, wrap_optimizer
+from tfmedgan.engine.precision import apply_gradient_list, apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.engine.recipe import Recipe
 from tfmedgan.errors import TfmedganError
 from tfmedgan.networks.patchgan_conditional import PERCEPTUAL_LAYERS, PERCEPTUAL_WEIGHTS, build_conditional_patchgan
@@ -389,7 +389,7 @@ class Pix2PixBase(Recipe):
                     d_real = average_loss(losses.least_squares(real_logits, 1.0), total)
                     d_scaled = scale_loss(d_opt, 0.5 * d_real)
                 real_gradients = d_tape.gradient(d_scaled, d_variables)
-                d_opt.apply_gradients(zip([a + b for a, b in zip(fake_gradients, real_gradients)], d_variables))
+                apply_gradient_list(d_opt, [a + b for a, b in zip(fake_gradients, real_gradients)], d_variables)
                 real_features = [tf.stop_gradient(f) for f in discriminator([inputs, target], training=True)[1:]]
             fake_outputs = discriminator([inputs, fake], training=True)
             g_gan = average_loss(losses.least_squares(fake_outputs[0], 1.0), total)

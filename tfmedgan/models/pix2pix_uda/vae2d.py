@@ -117,13 +117,17 @@ class VAE2DRecipe(Recipe):
     def build_networks_only(self) -> None:
         config = self.config
         size, depth = int(config.slice_size), config.depth
+        # On several replicas BatchNorm takes its statistics over the global batch, as on one device.
+        synchronized = getattr(self, "num_replicas", 1) > 1
         self.networks = {
-            "vae_encoder": build_vae_encoder((size, size, 1), config.base_filters, depth),
+            "vae_encoder": build_vae_encoder((size, size, 1), config.base_filters, depth,
+                                             synchronized_batchnorm=synchronized),
             "vae_decoder": build_vae_decoder(latent_shape((size, size), config.base_filters, depth), 1,
-                                             config.base_filters, depth),
+                                             config.base_filters, depth, synchronized_batchnorm=synchronized),
         }
 
     def build(self, num_replicas: int = 1) -> None:
+        self.num_replicas = num_replicas
         self.build_networks_only()
         self.optimizers = {"vae": make_adam(self.config.lr, 0.9, 0.999, self.config.precision)}
 
