@@ -336,3 +336,12 @@ def test_cpu_preset_is_opt_in_and_the_defaults_stay_the_original():
     assert MODEL.config(preset="cpu", patch=[32, 32, 32]).patch == [32, 32, 32]  # explicit options win
     with pytest.raises(TfmedganError, match="--preset must be one of gan_3d, cpu"):
         CycleGAN3DConfig(preset="fast").validate()
+
+
+def test_a_config_stored_before_discriminator_steps_existed_resumes_with_one_update():
+    from tfmedgan.engine.config import config_from_dict
+
+    stored = CycleGAN3DConfig(data_dir="d", output_dir="o").to_dict()
+    assert config_from_dict(CycleGAN3DConfig, stored).discriminator_steps == 2  # today's default is kept
+    del stored["discriminator_steps"]  # a config.json written before the option existed
+    assert config_from_dict(CycleGAN3DConfig, stored).discriminator_steps == 1

@@ -101,6 +101,9 @@ class EngineConfig:
     model: ClassVar[str] = "base"
     #: Keys of older config.json files and the fields that replaced them.
     renamed_fields: ClassVar[dict[str, str]] = {}
+    #: Fields added after runs were made, with the value those older runs trained with: a stored
+    #: config.json without the field resumes as it was trained, not with today's default.
+    older_run_values: ClassVar[dict[str, Any]] = {}
 
     def validate(self) -> None:
         """Raise :class:`TfmedganError` for option values that cannot work."""
@@ -135,7 +138,8 @@ ConfigT = TypeVar("ConfigT", bound=EngineConfig)
 
 
 def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
-    """Build ``cls`` from a dict, ignoring the ``model`` key and rejecting unknown keys."""
+    """Build ``cls`` from a stored dict (a run's config.json), ignoring the ``model`` key and
+    rejecting unknown keys; fields missing from an older run take ``cls.older_run_values``."""
     if not isinstance(values, dict):
         raise TfmedganError(f"a {cls.model} config must be a JSON object, got {type(values).__name__}")
     values = dict(values)
@@ -145,6 +149,8 @@ def config_from_dict(cls: type[ConfigT], values: dict[str, Any]) -> ConfigT:
     for old, new in cls.renamed_fields.items():
         if old in values:
             values.setdefault(new, values.pop(old))
+    for field_name, value in cls.older_run_values.items():
+        values.setdefault(field_name, value)
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:

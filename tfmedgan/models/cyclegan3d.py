@@ -88,6 +88,8 @@ class CycleGAN3DConfig(EngineConfig):
     """
 
     model = "cyclegan3d"
+    #: Runs made before --discriminator-steps existed trained with one update on the summed loss.
+    older_run_values = {"discriminator_steps": 1}
     data_dir: str = ""
     shape: list[int] = option(help="model input shape X Y Z (rounded up to a valid shape; default: largest "
                               "training volume, rounded up)", nargs=3, type=int, metavar=("X", "Y", "Z"),
