@@ -481,6 +481,8 @@ def protocols() -> dict[str, Protocol]:
     return {
         "dcgan": SliceGANProtocol("dcgan", "dcgan", cpu_seconds_per_step=0.8, goals=gan_goals),
         "dcgan-demo": SliceGANProtocol("dcgan-demo", "dcgan", DCGAN_DEMO_OPTIONS, cpu_seconds_per_step=0.8, goals=gan_goals),
+        "dcgan-demo-tanh": SliceGANProtocol("dcgan-demo-tanh", "dcgan", (*DCGAN_DEMO_OPTIONS, "--output-activation", "tanh"),
+                                            cpu_seconds_per_step=0.8, goals=gan_goals),
         "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
         "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=12.0),

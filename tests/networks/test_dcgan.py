@@ -27,3 +27,17 @@ def test_mixed_precision_keeps_outputs_float32():
     assert images.dtype == "float32"
     assert discriminator(images).dtype == "float32"
     assert generator.layers[2].compute_dtype == "bfloat16"
+
+
+def test_tanh_output_bounds_the_images_and_keeps_the_weights():
+    import pytest
+
+    linear = build_generator(resolution=16, latent_dim=4)
+    tanh = build_generator(resolution=16, latent_dim=4, output_activation="tanh")
+    assert tanh.count_params() == linear.count_params()
+    tanh.set_weights(linear.get_weights())  # original (linear) weights load unchanged
+    latents = np.random.default_rng(1).normal(size=(3, 4)).astype("float32") * 50
+    raw = np.asarray(linear(latents, training=False))
+    np.testing.assert_allclose(np.asarray(tanh(latents, training=False)), np.tanh(raw), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="output_activation"):
+        build_generator(resolution=16, latent_dim=4, output_activation="sigmoid")

@@ -41,6 +41,7 @@ class DCGANConfig(EngineConfig):
         beta_1: Adam beta_1 of both optimizers (the original kept Keras' default 0.9).
         dropout: discriminator dropout rate.
         n_samples: images in the per-epoch sample grid (fixed latents).
+        output_activation: generator output, ``linear`` (the original) or ``tanh``.
     """
 
     model = "dcgan"
@@ -55,6 +56,8 @@ class DCGANConfig(EngineConfig):
     beta_1: float = option(0.9, "Adam beta_1 of both optimizers", aliases=("--beta",))
     dropout: float = option(0.4, "discriminator dropout rate")
     n_samples: int = option(16, "images in the sample grid")
+    output_activation: str = option("linear", "generator output: linear (the original) or tanh (bounded to the "
+                                    "data's [-1, 1]; same weights)", choices=("linear", "tanh"))
 
     def validate(self) -> None:
         super().validate()
@@ -64,6 +67,8 @@ class DCGANConfig(EngineConfig):
             raise TfmedganError(f"--channels must be 1 or 3, got {self.channels}")
         if self.latent < 1 or self.n_samples < 1:
             raise TfmedganError("--latent and --n-samples must be positive")
+        if self.output_activation not in ("linear", "tanh"):
+            raise TfmedganError(f"--output-activation must be linear or tanh, got {self.output_activation!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise TfmedganError(f"--dropout must be in [0, 1), got {self.dropout}")
 
@@ -88,7 +93,8 @@ class DCGANRecipe(SliceRecipe):
         config = self.config
         sync = num_replicas > 1
         self.networks = {
-            "generator": networks.build_generator(config.resolution, config.latent, config.channels, sync),
+            "generator": networks.build_generator(config.resolution, config.latent, config.channels, sync,
+                                                  output_activation=config.output_activation),
             "discriminator": networks.build_discriminator(config.resolution, config.channels, config.dropout, sync),
         }
         self.optimizers = {

@@ -17,6 +17,7 @@ def build_generator(
     latent_dim: int = 256,
     channels: int = 1,
     synchronized_batchnorm: bool = False,
+    output_activation: str = "linear",
     name: str = "generator",
 ) -> keras.Model:
     """DCGAN generator: latent [B, latent_dim] -> image [B, res, res, channels], linear output.
@@ -31,6 +32,8 @@ def build_generator(
         channels: output channels (1 grayscale, 3 RGB).
         synchronized_batchnorm: batch statistics over the global batch under a multi-replica
             strategy (same results as one device); no effect on one device.
+        output_activation: ``"linear"`` (the original: its author found no tanh worked better)
+            or ``"tanh"``, which bounds the images to the data's [-1, 1]. No weights change.
         name: model name.
     Example:
         >>> generator = build_generator(resolution=32, latent_dim=16)
@@ -49,7 +52,11 @@ def build_generator(
     x = layers.Conv2D(64, 3, padding="same", use_bias=False, name="refine")(x)
     x = layers.BatchNormalization(synchronized=synchronized_batchnorm, name="refine_bn")(x)
     x = layers.LeakyReLU(negative_slope=0.2)(x)
+    if output_activation not in ("linear", "tanh"):
+        raise ValueError(f"output_activation must be 'linear' or 'tanh', got {output_activation!r}")
     image = layers.Conv2D(channels, 3, padding="same", use_bias=False, dtype="float32", name="to_image")(x)
+    if output_activation == "tanh":
+        image = layers.Activation("tanh", dtype="float32", name="tanh")(image)
     return keras.Model(latent, image, name=name)
 
 
