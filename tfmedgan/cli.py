@@ -110,6 +110,9 @@ def run_training(spec, args: argparse.Namespace) -> int:
         print(json.dumps(spec.dry_run(config), indent=2))
         return 0
     run = api.train(spec.name, config, resume=args.resume, progress=not args.no_progress)
+    if not run.summary.get("chief", True):
+        print(f"worker done ({run.summary['steps']} steps, {run.summary['seconds']:.0f} s); the chief writes the run directory")
+        return 0
     print(f"run directory: {run.path}  ({run.summary['steps']} steps, {run.summary['seconds']:.0f} s)")
     if spec.after_training is not None:
         return spec.after_training(args, run.path)

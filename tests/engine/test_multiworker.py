@@ -94,7 +94,9 @@ def test_two_local_workers_train_only_the_chief_writes_and_resume_works(tmp_path
     assert {p.name for p in (run / "models").iterdir()} == {"generator.keras", "discriminator.keras"}
     config = json.loads((run / "config.json").read_text())
     assert config["strategy"] == "multiworker" and config["batch"] == 4
-    assert str(run) in first[0].stdout and str(out) not in first[1].stdout  # worker 1 names only its scratch copy
+    assert str(run) in first[0].stdout and str(out) not in first[1].stdout
+    assert "the chief writes the run directory" in first[1].stdout  # worker 1 names no scratch folder
+    assert "tfmedgan-worker-" not in first[1].stdout
 
     second = run_workers(["--resume", str(run), "--epochs", "2", *common], tmp_path)
     for index, result in enumerate(second):

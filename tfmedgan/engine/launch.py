@@ -84,5 +84,6 @@ def launch(
             recipe.on_train_end(run_dir)  # may still read the recipe's data: close comes after it
         finally:
             recipe.close()
+        summary["chief"] = chief  # False: a multi-worker run's other worker (its folder is scratch)
         (run_dir.path / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return run_dir, summary
