@@ -205,6 +205,33 @@ def test_vae2d_learns_resumes_exactly_and_shows_reconstructions(root, vae_run, t
             assert got[key] == pytest.approx(expected[key], rel=1e-5), key
 
 
+def test_pix2pix3d_resumes_exactly_across_an_epoch_boundary(root, tmp_path):
+    """Cut back to the step-1 checkpoint (epoch 1 of 2 samples), resumed: the losses, the
+    augmentation draws of epoch 2, the learning-rate decay and the final weights match."""
+    def config(name):
+        return pix2pix_config(root, tmp_path, epochs=2, epochs_decay=1, checkpoint_steps=1, keep_checkpoints=4,
+                              validate_every=0, name=name)
+
+    with eagerly():
+        reference, summary = launch(Pix2Pix3DRecipe(config("ref")), progress=False)
+        shutil.copytree(reference.path, tmp_path / "cut")
+        for later in ("ckpt-000000002.npz", "ckpt-000000003.npz", "ckpt-000000004.npz"):
+            (tmp_path / "cut" / "checkpoints" / later).unlink()
+        shutil.rmtree(tmp_path / "cut" / "models")
+        resumed, resumed_summary = launch(Pix2Pix3DRecipe(config("cut")), resume=str(tmp_path / "cut"), progress=False)
+    assert summary["steps"] == resumed_summary["steps"] == 4  # 2 cases x 2 epochs
+    rows, resumed_rows = losses_of(reference), losses_of(resumed)
+    assert len(resumed_rows) == 4 and rows[2]["lr"] < rows[0]["lr"]  # epoch 2 decays
+    for expected, got in zip(rows, resumed_rows):
+        for key in ("d_real", "d_fake", "g_gan", "g_l1", "g_perceptual", "lr"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-7), key
+    for name in ("generator", "discriminator"):
+        a = keras.models.load_model(reference.models / f"{name}.keras")
+        b = keras.models.load_model(resumed.models / f"{name}.keras")
+        for x, y in zip(a.weights, b.weights):
+            np.testing.assert_allclose(x.numpy(), y.numpy(), rtol=1e-5, atol=1e-7)
+
+
 def test_uda_faithful_kl_trains_and_resumes_exactly(root, pix2pix_run, vae_run, tmp_path):
     def config(name):
         return uda_config(root, tmp_path, pix2pix_run.path, vae_run.path, faithful_kl=True, epochs=1,
