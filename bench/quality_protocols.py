@@ -28,6 +28,15 @@ Protocols (one class per task, all evaluated on built-in data that was never tra
   slow (fine) volume, each prediction mapped by a global least-squares linear fit (raw numbers are
   kept in the JSON). Baselines: nearest, linear and cubic up-sampling (``scipy.ndimage.zoom``
   orders 0/1/3, grid-aligned).
+* :class:`SynthesisProtocol` (pix2pix3d T2 + FLAIR -> T1, the BraTS-layout sample cases at 4 mm,
+  crop 40 x 48 x 40, original network sizes, mixed_bfloat16): trained on domain1_train ("no
+  adaptation", (a)) or on domain2_train ("supervised on the target", (c), the upper bound); always
+  scored on domain2_test by ``run.py pix2pix3d-test`` (SSIM / PSNR / MAE in the brain mask, on
+  min-max scaled volumes, no fit). Baselines: a 32 x 32-bin (T2, FLAIR) -> T1 look-up table fitted
+  on domain1_train and one fitted on domain2_train.
+* :class:`AdaptationProtocol` (uda, (b)): adapts the final generator of this bench's pix2pix3d run
+  with a vae2d trained on domain1 T1 (64 px slices; its CPU time is not in the budget); the
+  pretrained generator's own score is its "(a) no adaptation" baseline.
 """
 
 from __future__ import annotations
@@ -468,6 +477,148 @@ class SuperResolutionProtocol(Protocol):
         return {"psnr": baselines["cubic"]["psnr"] + 1.5, "ssim": baselines["cubic"]["ssim"]}
 
 
+@dataclasses.dataclass
+class SynthesisProtocol(Protocol):
+    """Seed-001 pix2pix3d T2 + FLAIR -> T1 on the BraTS-layout sample cases (see the module docstring)."""
+
+    dataset_name: str = "domain1"
+    main_metric: str = "psnr_brain"
+    precision: str = "mixed_bfloat16"
+
+    def prepare(self, work: Path) -> None:
+        from tfmedgan.data.samples.brats import make_brats_cases
+        from tfmedgan.models.pix2pix_uda.common import SAMPLE_CASES, SAMPLE_CROP, SAMPLE_VOXEL_MM
+
+        self.crop = SAMPLE_CROP
+        self.root = work / "data" / f"brats-{SAMPLE_VOXEL_MM:g}mm-seed0"
+        if not (self.root / "domain2_test").is_dir():
+            temporary = self.root.with_name(f".tmp-{os.getpid()}-{self.root.name}")
+            shutil.rmtree(temporary, ignore_errors=True)
+            make_brats_cases(temporary, n_per_split=SAMPLE_CASES, voxel_size_mm=SAMPLE_VOXEL_MM, seed=0)
+            os.replace(temporary, self.root)
+
+    def train_arguments(self, work: Path, run_name: str) -> list[str]:
+        return ["pix2pix3d", self.root, work / "runs", "--dataset-name", self.dataset_name, "--crop-shape", *self.crop,
+                "--epochs", 100000, "--precision", self.precision, "--validate-every", 5, "--name", run_name,
+                "--no-progress", *self.extra]
+
+    def _load(self, domain: str, phase: str) -> list:
+        from tfmedgan.data import brats
+
+        cases = brats.list_split(self.root, domain, phase, brats.MODALITIES)
+        return [brats.load_case(case, brats.MODALITIES, self.crop, None) for case in cases]
+
+    def evaluate(self, run_dir: Path, work: Path, tag: str) -> dict[str, float]:
+        out = work / "eval" / f"{self.name}-{tag}"
+        run_child(["run.py", "pix2pix3d-test", run_dir, self.root, "--dataset-name", "domain2", "--output", out,
+                   "--overwrite", "--no-progress"], work / "logs" / f"{self.name}.log")
+        scores = self._mean_row(out / "metrics.csv")
+        scores["grid"] = str(self._figure(out, out / "mid_slices.png"))
+        return scores
+
+    @staticmethod
+    def _mean_row(path: Path) -> dict[str, float]:
+        import csv
+
+        with path.open() as stream:
+            mean = next(row for row in csv.DictReader(stream) if row["case"] == "mean")
+        return {key: _round(float(mean[key])) for key in ("psnr_brain", "ssim_brain", "mae_brain", "psnr", "ssim")}
+
+    def _figure(self, out: Path, path: Path) -> Path:
+        """Mid axial slices of every domain2_test case: T2, FLAIR, synthetic T1, real T1."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from tfmedgan.io.nifti import read_volume
+
+        cases = self._load("domain2", "test")
+        figure, axes = plt.subplots(len(cases), 4, figsize=(8, 2.1 * len(cases)), squeeze=False)
+        for row, loaded in zip(axes, cases):
+            synthetic = read_volume(out / f"{loaded.case.name}_t1_synthetic.nii.gz").data
+            real = read_volume(loaded.case.path("t1")).data
+            t2, flair = (read_volume(loaded.case.path(m)).data for m in ("t2", "flair"))
+            middle = real.shape[2] // 2
+            for axis, (title, volume) in zip(row, (("T2", t2), ("FLAIR", flair), ("synthetic T1", synthetic),
+                                                   ("real T1", real))):
+                axis.imshow(np.rot90(volume[:, :, middle]), cmap="gray")
+                axis.set_title(f"{loaded.case.name}: {title}", fontsize=7)
+                axis.axis("off")
+        figure.tight_layout()
+        figure.savefig(path, dpi=90)
+        plt.close(figure)
+        return path
+
+    def _lut_scores(self, fit_domain: str) -> dict[str, float]:
+        """A (T2, FLAIR) -> T1 look-up table of 32 x 32 bins fitted on ``fit_domain``_train, scored
+        on domain2_test as the test command scores a generator."""
+        from scipy.stats import binned_statistic_2d
+
+        from tfmedgan.models.pix2pix_uda.common import brain_mask, score_case
+
+        edges = np.linspace(0.0, 1.0 + 1e-6, 33)
+        inputs, targets = [], []
+        for loaded in self._load(fit_domain, "train"):
+            mask = brain_mask(loaded.volumes)
+            inputs.append(loaded.inputs[mask])
+            targets.append(loaded.volumes["t1"][mask])
+        inputs, targets = np.concatenate(inputs), np.concatenate(targets)
+        table = binned_statistic_2d(inputs[:, 0], inputs[:, 1], targets, "mean", bins=[edges, edges]).statistic
+        table = np.where(np.isfinite(table), table, float(targets.mean()))
+        rows = []
+        for loaded in self._load("domain2", "test"):
+            index = np.clip(np.digitize(loaded.inputs, edges) - 1, 0, 31)
+            prediction = np.where(brain_mask(loaded.volumes), table[index[..., 0], index[..., 1]], 0.0).astype(np.float32)
+            inside = tuple(slice(0, size) for size in loaded.geometry.crop_shape)
+            mask = brain_mask({m: v[inside] for m, v in loaded.volumes.items()})
+            rows.append(score_case(loaded.volumes["t1"][inside], prediction[inside], mask))
+        return {key: _round(np.mean([row[key] for row in rows])) for key in ("psnr_brain", "ssim_brain", "mae_brain",
+                                                                               "psnr", "ssim")}
+
+    def baselines(self, work: Path) -> dict[str, dict[str, float]]:
+        return {"LUT fitted on domain1": self._lut_scores("domain1"), "LUT fitted on domain2": self._lut_scores("domain2")}
+
+    def figure_metrics(self) -> list[str]:
+        return ["psnr_brain", "ssim_brain", "mae_brain"]
+
+
+@dataclasses.dataclass
+class AdaptationProtocol(SynthesisProtocol):
+    """Seed-001 uda: adapts the generator of this bench's ``pix2pix3d`` run (no adaptation) to domain2,
+    with a vae2d trained on domain1 T1 for ``vae_epochs`` (not counted in the budget)."""
+
+    vae_epochs: int = 40
+    pretrained_protocol: str = "pix2pix3d"
+
+    def prepare(self, work: Path) -> None:
+        super().prepare(work)
+        summary = work.parent / "quality.json"
+        models = json.loads(summary.read_text())["models"] if summary.is_file() else {}
+        if self.pretrained_protocol not in models:
+            raise SystemExit(f"error: {self.name} adapts the {self.pretrained_protocol} run of this bench: run "
+                             f"--models {self.pretrained_protocol} {self.name} (with the same --out)")
+        self.pretrained = Path(models[self.pretrained_protocol]["run_dir"])
+        self.vae_run = work / "runs" / f"vae2d-epochs{self.vae_epochs}"
+        if not (self.vae_run / "models" / "vae_encoder.keras").is_file():
+            shutil.rmtree(self.vae_run, ignore_errors=True)
+            cpu, _ = run_child(["run.py", "vae2d", self.root, work / "runs", "--name", self.vae_run.name, "--epochs",
+                                self.vae_epochs, "--slice-size", 64, "--no-progress"], work / "logs" / "vae2d.log")
+            (self.vae_run / "bench_cpu_minutes.txt").write_text(f"{cpu / 60:.2f}\n")
+
+    def train_arguments(self, work: Path, run_name: str) -> list[str]:
+        return ["uda", self.root, work / "runs", "--pretrained", self.pretrained, "--vae", self.vae_run, "--epochs", 100000,
+                "--precision", self.precision, "--name", run_name, "--no-progress", *self.extra]
+
+    def baselines(self, work: Path) -> dict[str, dict[str, float]]:
+        baselines = super().baselines(work)
+        out = work / "eval" / f"{self.name}-pretrained"
+        run_child(["run.py", "pix2pix3d-test", self.pretrained, self.root, "--dataset-name", "domain2", "--output", out,
+                   "--overwrite", "--no-progress"], work / "logs" / f"{self.name}.log")
+        baselines[f"(a) no adaptation ({self.pretrained_protocol})"] = self._mean_row(out / "metrics.csv")
+        return baselines
+
+
 #: The DCGAN preset of the README demo (tfmedgan.models.dcgan.PRESETS; see docs/faithfulness.md).
 DCGAN_DEMO_OPTIONS: tuple[str, ...] = ("--preset", "demo")
 
@@ -481,11 +632,16 @@ def protocols() -> dict[str, Protocol]:
     return {
         "dcgan": SliceGANProtocol("dcgan", "dcgan", cpu_seconds_per_step=0.8, goals=gan_goals),
         "dcgan-demo": SliceGANProtocol("dcgan-demo", "dcgan", DCGAN_DEMO_OPTIONS, cpu_seconds_per_step=0.8, goals=gan_goals),
-        "dcgan-demo-tanh": SliceGANProtocol("dcgan-demo-tanh", "dcgan", (*DCGAN_DEMO_OPTIONS, "--output-activation", "tanh"),
-                                            cpu_seconds_per_step=0.8, goals=gan_goals),
+        # The demo preset before it took the tanh output (beta_1 0.5, no dropout, linear output).
+        "dcgan-demo-linear": SliceGANProtocol("dcgan-demo-linear", "dcgan", (*DCGAN_DEMO_OPTIONS, "--output-activation",
+                                              "linear"), cpu_seconds_per_step=0.8, goals=gan_goals),
         "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
         "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=12.0),
+        "pix2pix3d": SynthesisProtocol("pix2pix3d", "pix2pix3d", cpu_seconds_per_step=15.0),
+        "pix2pix3d-domain2": SynthesisProtocol("pix2pix3d-domain2", "pix2pix3d", cpu_seconds_per_step=15.0,
+                                               dataset_name="domain2"),
+        "uda": AdaptationProtocol("uda", "uda", cpu_seconds_per_step=30.0),
         "cyclegan-sr": SuperResolutionProtocol("cyclegan-sr", "cyclegan-sr", cpu_seconds_per_step=2.0),
         "cyclegan-sr-cpu-demo": SuperResolutionProtocol("cyclegan-sr-cpu-demo", "cyclegan-sr", CYCLEGAN_SR_CPU_DEMO_OPTIONS,
                                                         cpu_seconds_per_step=2.0),

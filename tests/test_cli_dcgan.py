@@ -118,6 +118,7 @@ def test_sample_data_subcommand_writes_slices_and_refuses_existing_folder(tmp_pa
 def test_demo_preset_and_explicit_options_win(capsys):
     assert main(["dcgan", "--sample-data", "out", "--preset", "demo", "--dry-run"]) == 0
     resolved = json.loads(capsys.readouterr().out)
-    assert (resolved["beta_1"], resolved["dropout"], resolved["lr_g"]) == (0.5, 0.0, 2e-4)
+    assert (resolved["beta_1"], resolved["dropout"], resolved["output_activation"], resolved["lr_g"]) == (
+        0.5, 0.0, "tanh", 2e-4)
     assert main(["dcgan", "data", "out", "--preset", "demo", "--dropout", "0.2", "--dry-run"]) == 0
     assert json.loads(capsys.readouterr().out)["dropout"] == 0.2
