@@ -49,3 +49,25 @@ def test_fixed_sides_or_no_multiple_fall_back_to_windows(monkeypatch):
     setattr(large, INPUT_MULTIPLE_ATTRIBUTE, 4)
     translate_volume(large, data, (16, 16, 16))
     assert all(call[1:4] == (16, 16, 16) for call in large.calls)
+
+
+def test_a_network_trained_on_crops_runs_on_windows_of_the_crop_shape():
+    """--patch runs: instance norm learnt crop statistics, so inference uses crop-shaped windows."""
+    import types
+
+    from tfmedgan.inference.volumes import TRAINING_PATCH_ATTRIBUTE, mark_translator
+
+    config = types.SimpleNamespace(n_downsamplings=2, patch=[7, 9, 8], shape=[24, 24, 24])
+    network = mark_translator(Recorder(), config)
+    assert getattr(network, TRAINING_PATCH_ATTRIBUTE) == (8, 12, 8)  # rounded up to multiples of 4
+    data = brain((21, 18, 26))
+    output = translate_volume(network, data, (24, 24, 24))
+    assert len(network.calls) > 8 and set(call[1:4] for call in network.calls) == {(8, 12, 8)}
+    assert output.shape == data.shape
+    # identity network: overlapping windows blend back to the scaled input exactly
+    padded, padding = volumes.pad_or_crop_center(data, (24, 24, 26))
+    expected = volumes.undo_center_pad(volumes.scale_to_unit_range(padded), padding)
+    np.testing.assert_allclose(output, expected, atol=1e-5)
+    whole = mark_translator(Recorder(), types.SimpleNamespace(n_downsamplings=2, patch=[], shape=[24, 24, 24]))
+    translate_volume(whole, data, (24, 24, 24))
+    assert whole.calls == [(1, 24, 24, 28, 1)]  # trained on whole volumes: one pass

@@ -76,7 +76,7 @@ def load_translator(
             if run.spec.generates != "volumes":
                 raise TfmedganError(f"{folder} is a {run.spec.name} run, which does not translate NIfTI volumes")
             model = run.network(f"generator_{direction.lower()}")
-            setattr(model, INPUT_MULTIPLE_ATTRIBUTE, 2 ** int(run.config.n_downsamplings))
+            mark_translator(model, run.config)
             return model, tuple(int(s) for s in run.config.shape)
         if folder.is_file() and folder.suffix.lower() in (".hdf5", ".h5"):  # the original G_A2B_model.hdf5 itself
             json_path = folder.with_suffix(".json")
@@ -105,6 +105,25 @@ def _predict(model: keras.Model, batch: np.ndarray) -> np.ndarray:
 #: (2 ** down-sampling stages); set by :func:`load_translator` for runs.
 INPUT_MULTIPLE_ATTRIBUTE = "tfmedgan_input_multiple"
 
+#: Attribute of a loaded translator trained on random crops (``--patch``): the crop shape. Such a
+#: network is run on overlapping windows of that shape, because its instance norm learnt the
+#: statistics of crops, not of a whole volume with its wide background.
+TRAINING_PATCH_ATTRIBUTE = "tfmedgan_training_patch"
+
+
+def mark_translator(model: keras.Model, config) -> keras.Model:
+    """Record on a cyclegan3d generator how it was trained: the size multiple of its input sides
+    and, for a ``--patch`` run, the crop shape that :func:`translate_volume` uses as its window."""
+    from tfmedgan.networks.resnet_translator import valid_input_shape
+
+    setattr(model, INPUT_MULTIPLE_ATTRIBUTE, 2 ** int(config.n_downsamplings))
+    patch = getattr(config, "patch", None)
+    if patch:
+        shape = valid_input_shape([int(size) for size in patch], int(config.n_downsamplings))
+        setattr(model, TRAINING_PATCH_ATTRIBUTE, tuple(min(int(p), int(s)) for p, s in zip(shape, config.shape)))
+    return model
+
+
 #: Largest padded volume (voxels) translated in one forward pass when it exceeds the model shape;
 #: larger ones go through overlapping windows. 16.7 M voxels = 256^3 (about 10 GB of float32
 #: activations for the 32-filter generator).
@@ -124,23 +143,36 @@ def one_pass_shape(model: keras.Model, shape: Sequence[int], multiple: int | Non
 
 
 def translate_volume(model: keras.Model, data: np.ndarray, model_shape: Sequence[int],
-                     multiple: int | None = None) -> np.ndarray:
+                     multiple: int | None = None, window: Sequence[int] | None = None) -> np.ndarray:
     """Translate one 3D array; returns float32 values in [-1, 1] of the same shape.
 
     The volume is centre zero-padded to (at least) ``model_shape`` and min-max scaled to [-1, 1]
-    after padding, exactly as the training pipeline does. A volume that fits the model shape is one
-    forward pass. A larger one is also translated whole, in one pass, when the network accepts any
-    size divisible by ``multiple`` (the fully convolutional generators with instance norm, which
-    were trained on whole volumes) and it has at most :data:`ONE_PASS_VOXELS` voxels; otherwise
-    overlapping windows of the model shape are blended.
+    after padding, exactly as the training pipeline does. A network trained on random crops
+    (``window``, by default the model's :data:`TRAINING_PATCH_ATTRIBUTE`) is run on overlapping
+    windows of the crop shape (stride half a window, Gaussian blending), as it was trained.
+    Otherwise a volume that fits the model shape is one forward pass. A larger one is also
+    translated whole, in one pass, when the network accepts any size divisible by ``multiple``
+    (the fully convolutional generators with instance norm, which were trained on whole volumes)
+    and it has at most :data:`ONE_PASS_VOXELS` voxels; otherwise overlapping windows of the model
+    shape are blended.
     """
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 3:
         raise TfmedganError(f"expected a 3D volume, got shape {data.shape}")
     if multiple is None:
         multiple = getattr(model, INPUT_MULTIPLE_ATTRIBUTE, None)
+    if window is None:
+        window = getattr(model, TRAINING_PATCH_ATTRIBUTE, None)
     model_shape = tuple(int(s) for s in model_shape)
     target = tuple(max(size, wanted) for size, wanted in zip(data.shape, model_shape))
+    if window is not None and tuple(int(w) for w in window) != target:
+        from tfmedgan.inference.sliding_window import sliding_window_inference
+
+        window = tuple(min(int(w), size) for w, size in zip(window, target))
+        padded, padding = pad_or_crop_center(data, target)
+        output = sliding_window_inference(scale_to_unit_range(padded), lambda batch: _predict(model, batch), window,
+                                          stride=tuple(max(1, w // 2) for w in window), blend="gaussian")
+        return undo_center_pad(np.asarray(output, np.float32).reshape(target), padding).astype(np.float32)
     whole = one_pass_shape(model, target, multiple) if target != model_shape else model_shape
     if whole is not None:
         padded, padding = pad_or_crop_center(data, whole)

@@ -402,14 +402,14 @@ class CycleGAN3DRecipe(CycleGANBase):
     def validate(self, epoch: int, step: int) -> dict[str, float]:
         """MAE, PSNR, SSIM and mutual information of both directions on DATA_DIR/testA, testB
         (in the brain mask, on the training scale; as ``--evaluate``). Empty without a test split."""
-        from tfmedgan.inference.volumes import INPUT_MULTIPLE_ATTRIBUTE, score_pairs
+        from tfmedgan.inference.volumes import mark_translator, score_pairs
 
         pairs = self._test_pairs()
         if not pairs:
             return {}
         shape = self.model_shape()
         for name in ("generator_a2b", "generator_b2a"):
-            setattr(self.networks[name], INPUT_MULTIPLE_ATTRIBUTE, 2 ** int(self.config.n_downsamplings))
+            mark_translator(self.networks[name], self.config)
         models = {"A2B": (self.networks["generator_a2b"], shape), "B2A": (self.networks["generator_b2a"], shape)}
         means = [row for row in score_pairs(models, pairs) if row["file"] == "mean"]
         return {f"{row['direction'].lower()}_{key}": float(value) for row in means for key, value in row.items()
