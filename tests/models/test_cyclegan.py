@@ -307,7 +307,7 @@ def test_random_crop_pair_takes_the_same_window_of_a_and_b_from_the_seed():
     np.testing.assert_array_equal(again.numpy(), crops[3][0].numpy())  # a resume repeats it
 
 
-def test_patch_and_resize_upsampling_train_on_crops_and_translate_whole_volumes(tmp_path):
+def test_patch_and_resize_upsampling_train_on_crops_and_translate_on_crop_windows(tmp_path):
     data = write_tiny_dataset(tmp_path / "data")
     config = tiny(data, tmp_path, name="patch", patch=[7, 8, 8], upsample="resize", epochs=1)
     recipe = CycleGAN3DRecipe(config)
@@ -321,6 +321,10 @@ def test_patch_and_resize_upsampling_train_on_crops_and_translate_whole_volumes(
     generator = keras.models.load_model(run.models / "generator_a2b.keras")
     assert generator.get_layer("up1_resize") is not None
     assert generator(np.zeros((1, 16, 20, 12, 1), np.float32)).shape == (1, 16, 20, 12, 1)
+    from tfmedgan.inference.volumes import TRAINING_PATCH_ATTRIBUTE, load_translator
+
+    translator, _ = load_translator(run.path)  # generate.py's path: windows of the training crop
+    assert getattr(translator, TRAINING_PATCH_ATTRIBUTE) == (8, 8, 8)
     with pytest.raises(TfmedganError, match="--patch needs --norm channel"):
         tiny(data, tmp_path, patch=[8, 8, 8], norm="zslice").validate()
     with pytest.raises(TfmedganError, match="--upsample"):
