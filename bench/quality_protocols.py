@@ -636,6 +636,8 @@ def protocols() -> dict[str, Protocol]:
         "dcgan-demo-linear": SliceGANProtocol("dcgan-demo-linear", "dcgan", (*DCGAN_DEMO_OPTIONS, "--output-activation",
                                               "linear"), cpu_seconds_per_step=0.8, goals=gan_goals),
         "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
+        "stylegan2-tanh": SliceGANProtocol("stylegan2-tanh", "stylegan2", ("--output-activation", "tanh"),
+                                           cpu_seconds_per_step=8.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
         "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=12.0),
         "pix2pix3d": SynthesisProtocol("pix2pix3d", "pix2pix3d", cpu_seconds_per_step=15.0),

@@ -305,3 +305,15 @@ def test_discriminator_bad_batch_raises(float32_policy: None) -> None:
     discriminator = build_discriminator(**TINY_D)
     with pytest.raises(TfmedganError, match="not divisible"):
         discriminator([tf.zeros((6, 32, 32, 1)), tf.zeros((6, 1))])
+
+
+def test_tanh_output_bounds_the_summed_skips_and_keeps_the_weights(float32_policy: None) -> None:
+    linear = build_generator(**TINY_G)
+    tanh = build_generator(output_activation="tanh", **TINY_G)
+    assert tanh.count_params() == linear.count_params()
+    tanh.set_weights(linear.get_weights())  # original (linear) weights load unchanged
+    latents = tf.random.normal((3, 8), seed=1) * 30
+    raw = linear(latents, training=False).numpy()
+    np.testing.assert_allclose(tanh(latents, training=False).numpy(), np.tanh(raw), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="output_activation"):
+        build_generator(output_activation="relu", **TINY_G)

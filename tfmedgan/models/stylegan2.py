@@ -91,6 +91,8 @@ class StyleGAN2Config(EngineConfig):
     lr: float = option(2e-4, "Adam learning rate of G and D")
     beta_1: float = option(0.5, "Adam beta_1", aliases=("--beta",))
     n_samples: int = option(16, "number of preview images per epoch grid", aliases=("--val",))
+    output_activation: str = option("linear", "generator output: linear (the original's unbounded sum of skip RGBs) "
+                                    "or tanh (bounded to the data's [-1, 1]; same weights)", choices=("linear", "tanh"))
     seed: int = option(1, "random seed (Python, NumPy, TensorFlow)", group="training engine")
     loss: str = option("bce", "adversarial loss", choices=("bce", "wgan-gp"))
     gp_weight: float = option(10.0, "gradient penalty weight (wgan-gp)")
@@ -263,6 +265,7 @@ class StyleGAN2Recipe(SliceRecipe):
                 input_resolution=config.g_input_res,
                 initial_filters=config.g_init_filters,
                 pixel_norm_axis=config.pixel_norm_axis,
+                output_activation=config.output_activation,
                 name="generator",
             ),
             "discriminator": networks.build_discriminator(

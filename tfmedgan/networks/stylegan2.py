@@ -139,6 +139,7 @@ def build_generator(
     input_resolution: int = 4,
     initial_filters: int = 512,
     pixel_norm_axis: int = -1,
+    output_activation: str = "linear",
     name: str = "generator",
 ) -> keras.Model:
     """Build the seed-004 output-skip generator ``z [N, latent_dim] -> image [N, R, R, channels]``.
@@ -273,6 +274,10 @@ def build_generator(
             rgb = keras.layers.Add(dtype=add_dtype, name=f"rgb_add_{current_resolution}")(
                 [upsampled, branch]
             )
+    if output_activation not in ("linear", "tanh"):
+        raise ValueError(f"output_activation must be 'linear' or 'tanh', got {output_activation!r}")
+    if output_activation == "tanh":  # bounds the summed skip RGBs to the data's [-1, 1]; no weights
+        rgb = keras.layers.Activation("tanh", dtype="float32", name="output_tanh")(rgb)
     return keras.Model(latent, rgb, name=name)
 
 
