@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -160,34 +159,12 @@ def worker_make_data(shape, folder, pairs) -> dict:
 
 
 # -- driver ----------------------------------------------------------------------------------------
-def _run_worker(arguments: list[str]) -> dict:
-    started = time.perf_counter()
-    process = subprocess.run([sys.executable, __file__, "--worker", json.dumps(arguments)], capture_output=True, text=True)
-    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-    if process.returncode or not lines:
-        tail = (process.stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
-        return {"error": f"{tail} (exit status {process.returncode})", "arguments": arguments}
-    result = json.loads(lines[-1])
-    result["wall_seconds"] = time.perf_counter() - started
-    return result
-
-
-def _available_gib() -> float:
-    with open("/proc/meminfo") as stream:
-        for line in stream:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    return float("inf")
 
 
 def _estimate_gib(shape, precision, recompute, pool_size) -> float:
     from tfmedgan.models.cyclegan3d import estimate_training_memory
 
     return estimate_training_memory(_config(shape, precision, recompute, pool_size), tuple(shape))["total"] / GIB
-
-
-def _variant(row: dict) -> str:
-    return row["precision"] + ("+recompute" if row["recompute"] else "")
 
 
 def print_table(results: dict) -> None:
@@ -202,10 +179,10 @@ def print_table(results: dict) -> None:
         if "skipped" in row or "error" in row:
             why = (f"not run: estimate {row['estimate_gib']:.1f} GiB > {row['available_gib']:.1f} GiB available - 1"
                    if row.get("skipped") else f"failed: {row['error']}")
-            print(f"{shape:>12} {_variant(row):>25} {row['pool_size']:>4} {why}")
+            print(f"{shape:>12} {rss.variant_name(row):>25} {row['pool_size']:>4} {why}")
             continue
         wait = f"{100 * row['data_wait_fraction']:.2f}%" if "data_wait_fraction" in row else "-"
-        print(f"{shape:>12} {_variant(row):>25} {row['pool_size']:>4} {row['peak_rss_gib']:>9.2f} "
+        print(f"{shape:>12} {rss.variant_name(row):>25} {row['pool_size']:>4} {row['peak_rss_gib']:>9.2f} "
               f"{row['peak_rss_gib'] - baseline:>8.2f} {row['estimate_gib']:>9.2f} {row['estimate_gib'] / row['peak_rss_gib']:>8.2f} "
               f"{row['step_seconds']:>7.1f} {wait:>9}")
 
@@ -248,19 +225,19 @@ def main() -> int:
         return 0
 
     names = ["64"] if args.quick else (args.shapes or list(SHAPES))
-    results: dict = {"machine": f"{os.cpu_count()} CPU cores, {_available_gib():.1f} GiB available at start",
+    results: dict = {"machine": f"{os.cpu_count()} CPU cores, {rss.available_gib():.1f} GiB available at start",
                      "steps_timed": args.steps, "rows": []}
     if args.append and args.output.exists():
         results = json.loads(args.output.read_text())
     else:
-        results["baseline"] = _run_worker(["baseline"])
+        results["baseline"] = rss.run_worker(__file__, ["baseline"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         for name in names:
             shape = SHAPES[name]
             data_dir = ""
             if name == "full":
-                made = _run_worker(["data", list(shape), scratch, args.steps + 1])
+                made = rss.run_worker(__file__, ["data", list(shape), scratch, args.steps + 1])
                 results["nifti_data"] = made
                 data_dir = made.get("data_dir", "")
             runs = [(variant, args.pool_size) for variant in args.variants]
@@ -269,7 +246,7 @@ def main() -> int:
             for variant, pool_size in runs:
                 precision, recompute = VARIANTS[variant]
                 estimate = _estimate_gib(shape, precision, recompute, pool_size)
-                available = _available_gib()
+                available = rss.available_gib()
                 row = {"shape": list(shape), "precision": precision, "recompute": recompute, "pool_size": pool_size}
                 key = (row["shape"], precision, recompute, pool_size)
                 results["rows"] = [r for r in results["rows"]
@@ -278,7 +255,7 @@ def main() -> int:
                     row.update(estimate_gib=estimate, available_gib=available, skipped=True)
                 else:
                     print(f"... {'x'.join(map(str, shape))} {variant} pool {pool_size} (estimate {estimate:.1f} GiB)", flush=True)
-                    row.update(_run_worker(["step", list(shape), precision, recompute, pool_size, args.steps, data_dir]))
+                    row.update(rss.run_worker(__file__, ["step", list(shape), precision, recompute, pool_size, args.steps, data_dir]))
                 results["rows"].append(row)
                 args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)

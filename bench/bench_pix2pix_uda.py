@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -147,28 +146,6 @@ def worker_step(stage: str, shape, precision: str, recompute: bool, vae_size: in
 
 
 # -- driver ----------------------------------------------------------------------------------------
-def _run_worker(arguments: list) -> dict:
-    started = time.perf_counter()
-    process = subprocess.run([sys.executable, __file__, "--worker", json.dumps(arguments)], capture_output=True, text=True)
-    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
-    if process.returncode or not lines:
-        tail = (process.stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
-        return {"error": f"{tail} (exit status {process.returncode})", "arguments": arguments}
-    result = json.loads(lines[-1])
-    result["wall_seconds"] = time.perf_counter() - started
-    return result
-
-
-def _available_gib() -> float:
-    with open("/proc/meminfo") as stream:
-        for line in stream:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    return float("inf")
-
-
-def _variant(row: dict) -> str:
-    return row["precision"] + ("+recompute" if row["recompute"] else "")
 
 
 def print_table(results: dict) -> None:
@@ -183,10 +160,10 @@ def print_table(results: dict) -> None:
         if "skipped" in row or "error" in row:
             why = (f"not run: estimate {row['estimate_gib']:.1f} GiB > {row['available_gib']:.1f} GiB available - 1"
                    if row.get("skipped") else f"failed: {row['error']}")
-            print(f"{row['stage']:>8} {shape:>12} {_variant(row):>25} {why}")
+            print(f"{row['stage']:>8} {shape:>12} {rss.variant_name(row):>25} {why}")
             continue
         step = f"{row['step_seconds']:.1f}" if row.get("step_seconds") is not None else "-"
-        print(f"{row['stage']:>8} {shape:>12} {_variant(row):>25} {row['peak_rss_gib']:>9.2f} "
+        print(f"{row['stage']:>8} {shape:>12} {rss.variant_name(row):>25} {row['peak_rss_gib']:>9.2f} "
               f"{row['peak_rss_gib'] - baseline:>8.2f} {row['estimate_gib']:>9.2f} "
               f"{row['estimate_gib'] / row['peak_rss_gib']:>8.2f} {step:>8}")
 
@@ -215,19 +192,19 @@ def main() -> int:
     if any(size % 8 for size in args.shape):
         parser.error(f"--shape sizes must be multiples of 8, got {args.shape}")
 
-    results: dict = {"machine": f"{os.cpu_count()} CPU cores, {_available_gib():.1f} GiB available at start",
+    results: dict = {"machine": f"{os.cpu_count()} CPU cores, {rss.available_gib():.1f} GiB available at start",
                      "steps_timed": args.steps, "rows": []}
     if args.append and args.output.exists():
         results = json.loads(args.output.read_text())
     else:
-        results["baseline"] = _run_worker(["baseline"])
+        results["baseline"] = rss.run_worker(__file__, ["baseline"])
     args.output.parent.mkdir(parents=True, exist_ok=True)
     shape = list(args.shape)
     for stage in args.stages:
         for variant in args.variants:
             precision, recompute = VARIANTS[variant]
             estimate = _estimate_gib(stage, shape, recompute, args.vae_size)
-            available = _available_gib()
+            available = rss.available_gib()
             row = {"stage": stage, "shape": shape, "precision": precision, "recompute": recompute,
                    "vae_size": args.vae_size}
             key = (stage, shape, precision, recompute, args.vae_size)
@@ -238,7 +215,7 @@ def main() -> int:
             else:
                 print(f"... {stage} {'x'.join(map(str, shape))} {variant} (estimate {estimate['estimate_gib']:.1f} GiB)",
                       flush=True)
-                row.update(_run_worker(["step", stage, shape, precision, recompute, args.vae_size, args.steps]))
+                row.update(rss.run_worker(__file__, ["step", stage, shape, precision, recompute, args.vae_size, args.steps]))
             results["rows"].append(row)
             args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)

@@ -510,17 +510,17 @@ class SynthesisProtocol(Protocol):
 
     def evaluate(self, run_dir: Path, work: Path, tag: str) -> dict[str, float]:
         out = work / "eval" / f"{self.name}-{tag}"
-        run_child(["run.py", "pix2pix3d-test", run_dir, self.root, "--dataset-name", "domain2", "--output", out,
-                   "--overwrite", "--no-progress"], work / "logs" / f"{self.name}.log")
-        scores = self._mean_row(out / "metrics.csv")
+        scores = self._test(run_dir, out, work)
         scores["grid"] = str(self._figure(out, out / "mid_slices.png"))
         return scores
 
-    @staticmethod
-    def _mean_row(path: Path) -> dict[str, float]:
+    def _test(self, run_dir: Path, out: Path, work: Path) -> dict[str, float]:
+        """``run.py pix2pix3d-test`` of ``run_dir`` on domain2_test into ``out``: its mean row."""
         import csv
 
-        with path.open() as stream:
+        run_child(["run.py", "pix2pix3d-test", run_dir, self.root, "--dataset-name", "domain2", "--output", out,
+                   "--overwrite", "--no-progress"], work / "logs" / f"{self.name}.log")
+        with (out / "metrics.csv").open() as stream:
             mean = next(row for row in csv.DictReader(stream) if row["case"] == "mean")
         return {key: _round(float(mean[key])) for key in ("psnr_brain", "ssim_brain", "mae_brain", "psnr", "ssim")}
 
@@ -531,19 +531,20 @@ class SynthesisProtocol(Protocol):
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from tfmedgan.data import brats
         from tfmedgan.io.nifti import read_volume
 
-        cases = self._load("domain2", "test")
+        cases = brats.list_split(self.root, "domain2", "test", brats.MODALITIES)
         figure, axes = plt.subplots(len(cases), 4, figsize=(8, 2.1 * len(cases)), squeeze=False)
-        for row, loaded in zip(axes, cases):
-            synthetic = read_volume(out / f"{loaded.case.name}_t1_synthetic.nii.gz").data
-            real = read_volume(loaded.case.path("t1")).data
-            t2, flair = (read_volume(loaded.case.path(m)).data for m in ("t2", "flair"))
+        for row, case in zip(axes, cases):
+            synthetic = read_volume(out / f"{case.name}_t1_synthetic.nii.gz").data
+            real = read_volume(case.path("t1")).data
+            t2, flair = (read_volume(case.path(m)).data for m in ("t2", "flair"))
             middle = real.shape[2] // 2
             for axis, (title, volume) in zip(row, (("T2", t2), ("FLAIR", flair), ("synthetic T1", synthetic),
                                                    ("real T1", real))):
                 axis.imshow(np.rot90(volume[:, :, middle]), cmap="gray")
-                axis.set_title(f"{loaded.case.name}: {title}", fontsize=7)
+                axis.set_title(f"{case.name}: {title}", fontsize=7)
                 axis.axis("off")
         figure.tight_layout()
         figure.savefig(path, dpi=90)
@@ -612,10 +613,8 @@ class AdaptationProtocol(SynthesisProtocol):
 
     def baselines(self, work: Path) -> dict[str, dict[str, float]]:
         baselines = super().baselines(work)
-        out = work / "eval" / f"{self.name}-pretrained"
-        run_child(["run.py", "pix2pix3d-test", self.pretrained, self.root, "--dataset-name", "domain2", "--output", out,
-                   "--overwrite", "--no-progress"], work / "logs" / f"{self.name}.log")
-        baselines[f"(a) no adaptation ({self.pretrained_protocol})"] = self._mean_row(out / "metrics.csv")
+        baselines[f"(a) no adaptation ({self.pretrained_protocol})"] = self._test(
+            self.pretrained, work / "eval" / f"{self.name}-pretrained", work)
         return baselines
 
 

@@ -16,9 +16,13 @@ Example:
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+import time
 
-__all__ = ["current_rss_bytes", "peak_rss_bytes", "reset_peak_rss"]
+__all__ = ["available_gib", "current_rss_bytes", "peak_rss_bytes", "reset_peak_rss", "run_worker", "variant_name"]
 
 
 def _status_kib(field: str) -> int:
@@ -53,3 +57,35 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+# -- one configuration per process (so that its peak RSS is that configuration's) ------------------
+def run_worker(script: str, arguments: list) -> dict:
+    """Run ``python SCRIPT --worker JSON(arguments)`` and return the last JSON line it printed,
+    plus ``wall_seconds``; a failure gives ``{"error": <last stderr line>, "arguments": ...}``."""
+    started = time.perf_counter()
+    process = subprocess.run([sys.executable, script, "--worker", json.dumps(arguments)], capture_output=True, text=True)
+    lines = [line for line in process.stdout.splitlines() if line.startswith("{")]
+    if process.returncode or not lines:
+        tail = (process.stderr.strip().splitlines() or [f"exit status {process.returncode}"])[-1]
+        return {"error": f"{tail} (exit status {process.returncode})", "arguments": arguments}
+    result = json.loads(lines[-1])
+    result["wall_seconds"] = time.perf_counter() - started
+    return result
+
+
+def available_gib() -> float:
+    """``MemAvailable`` of the machine in GiB (infinity where /proc/meminfo is missing)."""
+    try:
+        with open("/proc/meminfo") as stream:
+            for line in stream:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return float("inf")
+
+
+def variant_name(row: dict) -> str:
+    """``precision[+recompute]`` of a result row."""
+    return row["precision"] + ("+recompute" if row["recompute"] else "")
