@@ -44,13 +44,22 @@ def test_matches_depthwise_convolution(shape):
 
 def test_other_filter_sizes_stride_and_zero_padding():
     volume = np.random.default_rng(1).normal(size=(1, 11, 10, 2)).astype("float32")
-    for filter_size, strides, mode in [(4, 2, "reflect"), (5, 3, "zero"), (1, 2, "reflect")]:
+    for filter_size, strides, mode in [(4, 2, "reflect"), (5, 3, "zero"), (1, 2, "reflect"), (3, 1, "zero")]:
         layer = BlurPool(spatial_dims=2, filter_size=filter_size, strides=strides, pad_mode=mode)
         got = np.asarray(layer(volume))
         expected = _reference(volume.astype(np.float64), 2, filter_size, strides, mode)
         np.testing.assert_allclose(got, expected, atol=1e-5)
     # filter size 1 is plain sub-sampling
     np.testing.assert_array_equal(np.asarray(BlurPool(2, filter_size=1)(volume)), volume[:, ::2, ::2])
+
+
+def test_bfloat16_volumes_stay_bfloat16_and_match():
+    volume = np.random.default_rng(2).uniform(size=(1, 9, 8, 7, 3)).astype("float32")
+    layer = BlurPool(spatial_dims=3, dtype="mixed_bfloat16")
+    got = layer(volume)
+    assert got.dtype == tf.bfloat16
+    np.testing.assert_allclose(np.asarray(tf.cast(got, tf.float32)), _reference(volume.astype(np.float64), 3),
+                               atol=2e-2)
 
 
 def test_original_discriminator_shape_and_no_weights():

@@ -156,3 +156,59 @@ def test_instance_norm_mixed_bfloat16():
     np.testing.assert_allclose(
         tf.cast(outputs, tf.float32).numpy().std(axis=(1, 2, 3)), 1.0, atol=0.05
     )
+
+
+def _autodiff_norm(values, axes, epsilon, epsilon_mode):
+    """The plain expression, differentiated by TensorFlow (reference for the closed-form gradient)."""
+    mean = tf.reduce_mean(values, axis=axes, keepdims=True)
+    centred = values - mean
+    variance = tf.reduce_mean(tf.square(centred), axis=axes, keepdims=True)
+    if epsilon_mode == "std":
+        return centred / (tf.sqrt(tf.maximum(variance, 1e-12)) + epsilon)
+    return centred * tf.math.rsqrt(variance + epsilon)
+
+
+@pytest.mark.parametrize("axis_mode", ["channel", "zslice"])
+@pytest.mark.parametrize("epsilon_mode", ["variance", "std"])
+@pytest.mark.parametrize("affine", [False, True])
+def test_closed_form_gradient_equals_automatic_differentiation(axis_mode, epsilon_mode, affine):
+    rng = np.random.default_rng(11)
+    values = tf.constant(rng.normal(2.0, 3.0, size=(2, 5, 6, 4, 3)).astype("float32"))
+    weights = tf.constant(rng.normal(size=(2, 5, 6, 4, 3)).astype("float32"))  # a non-trivial upstream
+    layer = InstanceNormalization(axis_mode=axis_mode, epsilon_mode=epsilon_mode, center=affine, scale=affine,
+                                  epsilon=1e-2)
+    layer.build(values.shape)
+    axis = 4 if axis_mode == "channel" else 3
+    axes = [index for index in range(1, 5) if index != axis]
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(values)
+        got = tf.reduce_sum(layer(values) * weights)
+        reference = _autodiff_norm(values, axes, 1e-2, epsilon_mode)
+        if affine:
+            shape = [1] * 5
+            shape[axis] = -1
+            reference = reference * tf.reshape(layer.gamma, shape) + tf.reshape(layer.beta, shape)
+        expected = tf.reduce_sum(reference * weights)
+    np.testing.assert_allclose(got.numpy(), expected.numpy(), rtol=1e-5)
+    gradient, expected_gradient = tape.gradient(got, values), tape.gradient(expected, values)
+    assert float(tf.reduce_max(tf.abs(expected_gradient))) > 1e-2
+    np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), rtol=1e-4, atol=1e-5)
+    if affine:
+        for variable in (layer.gamma, layer.beta):
+            assert tape.gradient(got, variable) is not None
+
+
+def test_closed_form_gradient_under_mixed_bfloat16_is_close():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    values = tf.constant(np.random.default_rng(12).normal(size=(1, 6, 6, 6, 4)).astype("float32"))
+    weights = tf.constant(np.random.default_rng(13).normal(size=(1, 6, 6, 6, 4)).astype("float32"))
+    layer = InstanceNormalization(center=False, scale=False)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(values)
+        outputs = layer(values)
+        got = tf.reduce_sum(tf.cast(outputs, tf.float32) * weights)
+        expected = tf.reduce_sum(_autodiff_norm(values, [1, 2, 3], 1e-5, "variance") * weights)
+    assert outputs.dtype == tf.bfloat16
+    gradient, expected_gradient = tape.gradient(got, values), tape.gradient(expected, values)
+    assert gradient.dtype == tf.float32
+    np.testing.assert_allclose(gradient.numpy(), expected_gradient.numpy(), atol=0.03)

@@ -11,6 +11,64 @@ AXIS_MODES = ("channel", "zslice")
 EPSILON_MODES = ("variance", "std")
 
 
+def standardise(
+    inputs: tf.Tensor,
+    axes: list[int],
+    epsilon: float,
+    epsilon_mode: str = "variance",
+    output_dtype: tf.DType | str = tf.float32,
+) -> tf.Tensor:
+    """``(x - mean) * k`` over ``axes`` (statistics in float32), whose gradient keeps only its output.
+
+    ``k`` is ``1 / sqrt(variance + epsilon)`` (``epsilon_mode="variance"``) or
+    ``1 / (std + epsilon)`` (``"std"``). Automatic differentiation of the plain expression would
+    keep the float32 centred values for the backward pass and hold several full-size float32
+    temporaries at once; the closed-form gradient used here,
+    ``dx = k (dy - mean(dy)) - c y mean(dy y)`` with ``c = k`` (variance mode) or ``1 / std``
+    (std mode; 0 where the variance is under its 1e-12 floor), needs only the output ``y``,
+    which the next layer (an activation) keeps anyway. Under mixed precision ``y`` is kept in
+    ``output_dtype``, so the gradient is computed from the bfloat16/float16 output.
+
+    Args:
+        inputs: Tensor of any float dtype.
+        axes: Axes of the statistics (the spatial axes, per sample and channel).
+        epsilon: Stabiliser, see ``epsilon_mode``.
+        epsilon_mode: ``"variance"`` or ``"std"``.
+        output_dtype: dtype of the result.
+
+    Returns:
+        The standardised tensor in ``output_dtype``.
+    """
+    output_dtype = tf.as_dtype(output_dtype)
+
+    @tf.custom_gradient
+    def forward(values):
+        values32 = tf.cast(values, tf.float32)
+        mean = tf.reduce_mean(values32, axis=axes, keepdims=True)
+        variance = tf.reduce_mean(tf.math.squared_difference(values32, mean), axis=axes, keepdims=True)
+        if epsilon_mode == "std":
+            # keras-contrib: (x - mean) / (std + epsilon); the floor keeps sqrt's gradient finite
+            # on constant inputs and does not change values above 1e-12
+            std = tf.sqrt(tf.maximum(variance, 1e-12))
+            scale = 1.0 / (std + epsilon)
+            curvature = tf.where(variance > 1e-12, 1.0 / std, 0.0)
+        else:
+            scale = tf.math.rsqrt(variance + epsilon)
+            curvature = scale
+        outputs = tf.cast((values32 - mean) * scale, output_dtype)
+
+        def gradient(upstream):
+            upstream = tf.cast(upstream, tf.float32)
+            kept = tf.cast(outputs, tf.float32)
+            mean_upstream = tf.reduce_mean(upstream, axis=axes, keepdims=True)
+            projection = tf.reduce_mean(upstream * kept, axis=axes, keepdims=True)
+            return tf.cast(scale * (upstream - mean_upstream) - curvature * projection * kept, values.dtype)
+
+        return outputs, gradient
+
+    return forward(inputs)
+
+
 @keras.saving.register_keras_serializable(package="tfmedgan")
 class InstanceNormalization(keras.layers.Layer):
     """Instance normalisation of channels-last 2D or 3D tensors, with two choices of axis.
@@ -30,7 +88,9 @@ class InstanceNormalization(keras.layers.Layer):
     ``sqrt(variance + epsilon)`` (tf.nn / tensorflow-addons / Keras GroupNormalization);
     ``"std"`` divides by ``std + epsilon``, which is what keras-contrib did and therefore what the
     seed-000 weights were trained with. Statistics are population statistics computed in float32
-    (also under mixed precision); the result is cast back to the compute dtype.
+    (also under mixed precision); the result is cast back to the compute dtype. The gradient is
+    the closed form of :func:`standardise`, which keeps only the layer's output for the backward
+    pass instead of the float32 centred values and temporaries.
 
     Args:
         axis_mode: ``"channel"`` or ``"zslice"`` (see above).
@@ -131,16 +191,11 @@ class InstanceNormalization(keras.layers.Layer):
         rank = len(inputs.shape)
         axis = self._parameter_axis(rank)
         reduction_axes = [index for index in range(1, rank) if index != axis]
-        values = tf.cast(inputs, tf.float32)
-        mean = tf.reduce_mean(values, axis=reduction_axes, keepdims=True)
-        centred = values - mean
-        variance = tf.reduce_mean(tf.square(centred), axis=reduction_axes, keepdims=True)
-        if self.epsilon_mode == "std":
-            # keras-contrib: (x - mean) / (std + epsilon). The floor only keeps the gradient of
-            # sqrt finite on constant inputs; it does not change values above 1e-12.
-            normalised = centred / (tf.sqrt(tf.maximum(variance, 1e-12)) + self.epsilon)
-        else:
-            normalised = centred * tf.math.rsqrt(variance + self.epsilon)
+        affine = self.scale or self.center
+        normalised = standardise(inputs, reduction_axes, self.epsilon, self.epsilon_mode,
+                                 tf.float32 if affine else self.compute_dtype)
+        if not affine:
+            return normalised
         broadcast_shape = [1] * rank
         broadcast_shape[axis] = -1
         if self.scale:
