@@ -280,6 +280,30 @@ def test_uda_kl_step_lowers_the_kl_in_inference_mode(root, pix2pix_run, vae_run,
         np.testing.assert_array_equal(before, weight.numpy())  # inference mode: nothing of the encoder changes
 
 
+def test_recompute_gives_the_same_kl_step(root, pix2pix_run, vae_run, tmp_path):
+    """--recompute also recomputes the frozen encoder on the fake slices: same KL, same update."""
+    batch = None
+
+    def one_step(recompute):
+        nonlocal batch
+        recipe = UDARecipe(uda_config(root, tmp_path, pix2pix_run.path, vae_run.path, recompute=recompute))
+        recipe.prepare_data()
+        recipe.build()
+        recipe.optimizers["generator"] = keras.optimizers.SGD(0.1)
+        if batch is None:
+            batch = next(iter(recipe.dataset(0)))
+        before = [w.numpy().copy() for w in recipe.networks["generator"].trainable_weights]
+        loss = float(recipe.kl_step(batch[2], batch[1]))
+        return loss, [w.numpy() - b for w, b in zip(recipe.networks["generator"].trainable_weights, before)]
+
+    plain_loss, plain_update = one_step(False)
+    recomputed_loss, recomputed_update = one_step(True)
+    assert recomputed_loss == pytest.approx(plain_loss, rel=1e-5)
+    assert max(np.abs(update).max() for update in plain_update) > 1e-6
+    for a, b in zip(plain_update, recomputed_update):
+        np.testing.assert_allclose(b, a, rtol=1e-3, atol=1e-7)
+
+
 def test_kl_term_in_a_compiled_function_with_dynamic_shapes():
     """The KL helpers traced once with unknown spatial sizes (rotations change them) give the eager values."""
 

@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import keras
 import numpy as np
@@ -311,17 +311,38 @@ class UDARecipe(Pix2PixBase):
         batch_statistics = bool(config.faithful_kl)
         size = self.slice_size
         forward = self.generator_call()
+        encode = self.encoder_call()
         with tf.GradientTape() as tape:
             fake = forward(target_inputs)
-            mu_fake, log_sigma_fake = encoder(kl_slices(fake, size, view), training=batch_statistics)
-            with tape.stop_recording():
+            # Order (a data dependency each): the real posterior is computed once the generator's
+            # fake exists, i.e. after the supervised step's updates, and the fake slices are
+            # encoded after it, so the real pass's activations never add to another peak.
+            with tape.stop_recording(), tf.control_dependencies([fake]):
                 mu_real, log_sigma_real = encoder(kl_slices(tf.stop_gradient(source_target), size, view),
                                                   training=batch_statistics)
+            with tf.control_dependencies([mu_real, log_sigma_real]):
+                fake_slices = kl_slices(fake, size, view)
+            mu_fake, log_sigma_fake = encode(fake_slices)
             kl = elementwise_kl(tf.stop_gradient(mu_real), tf.stop_gradient(log_sigma_real), mu_fake, log_sigma_fake)
             loss = top_percent_mean(kl, config.ele_percent)
             scaled = scale_loss(optimizer, loss)
         apply_gradients(optimizer, tape, scaled, generator.trainable_variables)
         return loss
+
+    def encoder_call(self) -> Callable[[tf.Tensor], list[tf.Tensor]]:
+        """The frozen encoder on the fake slices; with ``--recompute`` (and the encoder in inference
+        mode) its activations are recomputed in the backward pass instead of being kept. With
+        ``--faithful-kl`` (train-mode BatchNorm) it is never recomputed: the recomputation would
+        update the moving statistics a second time."""
+        if not hasattr(self, "_encoder_call"):
+            encoder = self.networks["vae_encoder"]
+            training = bool(self.config.faithful_kl)
+
+            def call(slices):
+                return list(encoder(slices, training=training))
+
+            self._encoder_call = tf.recompute_grad(call) if self.config.recompute and not training else call
+        return self._encoder_call
 
     def train_step(self, batch: Any, step: tf.Tensor) -> dict[str, tf.Tensor]:
         source_inputs, source_target, target_inputs = batch
