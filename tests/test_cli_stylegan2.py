@@ -37,6 +37,9 @@ def test_dry_run_of_the_128_config_and_the_presets(capsys, tmp_path):
     preset = dry_run(capsys, ["--preset", "64", "d", out])
     assert preset["parameters"]["generator"] == 2_368_517
     assert (preset["resolution"], preset["epochs"], preset["batch"], preset["fade_in_base"], preset["d_input_filters"]) == (64, 30, 128, 40.0, 64)
+    cpu = dry_run(capsys, ["--preset", "cpu", "d", out])
+    assert cpu["parameters"] == {"generator": 797_189, "discriminator": 1_628_161}
+    assert (cpu["resolution"], cpu["batch"], cpu["fade_in_base"], cpu["output_activation"]) == (64, 32, 10.0, "tanh")
     # Explicit options and positionals win over the preset.
     mixed = dry_run(capsys, ["--preset", "256", "--batch", "32", "--loss", "wgan-gp", "d", out, "8", "512", "8", "32", "60"])
     assert (mixed["batch"], mixed["fade_in_base"], mixed["epochs"], mixed["loss"], mixed["n_critic"], mixed["gp_weight"]) == (32, 60.0, 40, "wgan-gp", 2, 10.0)
