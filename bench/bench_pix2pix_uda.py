@@ -54,13 +54,13 @@ GIB = 2**30
 
 
 # -- workers (each runs in its own process) --------------------------------------------------------
-def _estimate_gib(stage: str, shape, recompute: bool, vae_size: int) -> dict:
+def _estimate_gib(stage: str, shape, recompute: bool, vae_size: int, precision: str = "float32") -> dict:
     import math
 
     from tfmedgan.models.pix2pix_uda.common import estimate_step_memory
 
     vae = dict(size=vae_size, base_filters=4, depth=int(round(math.log2(vae_size))) - 1) if stage == "uda" else None
-    estimate = estimate_step_memory(64, 8, 64, tuple(shape), recompute, vae=vae)
+    estimate = estimate_step_memory(64, 8, 64, tuple(shape), recompute, vae=vae, precision=precision)
     return {"estimate_gib": estimate["total"] / GIB,
             "estimate_parts_gib": {k: v / GIB for k, v in estimate.items() if k != "total"}}
 
@@ -141,7 +141,7 @@ def worker_step(stage: str, shape, precision: str, recompute: bool, vae_size: in
         "peak_rss_gib": max(warm_peak, step_peak) / GIB, "warmup_peak_rss_gib": warm_peak / GIB,
         "step_peak_rss_gib": step_peak / GIB, "rss_before_step_gib": rss_before / GIB,
         "step_seconds": float(np.median(times[1:])) if steps else None, "first_step_seconds": times[0],
-        "losses_finite": bool(finite), **_estimate_gib(stage, shape, recompute, vae_size),
+        "losses_finite": bool(finite), **_estimate_gib(stage, shape, recompute, vae_size, precision),
     }
 
 
@@ -179,7 +179,8 @@ def main() -> int:
     parser.add_argument("--append", action="store_true",
                         help="add the rows to --output (replacing rows of the same configuration) instead of a new file")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default: {RESULTS.relative_to(ROOT)})")
-    parser.add_argument("--table", action="store_true", help="only reprint the table of --output")
+    parser.add_argument("--table", action="store_true",
+                        help="only reprint the table of --output (estimates recomputed by the current code)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -187,7 +188,11 @@ def main() -> int:
         print(json.dumps(worker_baseline() if kind == "baseline" else worker_step(*rest)))
         return 0
     if args.table:
-        print_table(json.loads(args.output.read_text()))
+        results = json.loads(args.output.read_text())
+        for row in results["rows"]:  # the estimates of the current code
+            row.update(_estimate_gib(row["stage"], row["shape"], row["recompute"], row.get("vae_size", args.vae_size),
+                                     row["precision"]))
+        print_table(results)
         return 0
     if any(size % 8 for size in args.shape):
         parser.error(f"--shape sizes must be multiples of 8, got {args.shape}")
@@ -203,7 +208,7 @@ def main() -> int:
     for stage in args.stages:
         for variant in args.variants:
             precision, recompute = VARIANTS[variant]
-            estimate = _estimate_gib(stage, shape, recompute, args.vae_size)
+            estimate = _estimate_gib(stage, shape, recompute, args.vae_size, precision)
             available = rss.available_gib()
             row = {"stage": stage, "shape": shape, "precision": precision, "recompute": recompute,
                    "vae_size": args.vae_size}

@@ -216,9 +216,10 @@ def saved_activation_bytes(model: keras.Model) -> int:
     """Bytes per example a training forward pass of ``model`` keeps for its backward pass.
 
     Counted per layer (TensorFlow's gradient functions): convolutions, dense and LeakyReLU keep
-    their input; ReLU/tanh/sigmoid activations their output; a normalisation layer two float32
-    tensors of its output size (centred and normalised values); padding, adds and the like
-    nothing. A tensor needed by several layers counts once; its size uses the tensor's dtype
+    their input; ReLU/tanh/sigmoid activations their output; :class:`InstanceNormalization` its
+    output (its closed-form gradient; usually the same tensor the next activation keeps); other
+    normalisation layers two float32 tensors of their output size (centred and normalised
+    values); padding, adds and the like nothing. A tensor needed by several layers counts once; its size uses the tensor's dtype
     (build the model under the mixed-precision policy to account for it).
 
     Args:
@@ -234,7 +235,7 @@ def saved_activation_bytes(model: keras.Model) -> int:
         if isinstance(layer, _SAVES_INPUT):
             for tensor in node.input_tensors:
                 kept[id(tensor)] = _tensor_bytes(tensor)
-        elif isinstance(layer, keras.layers.Activation):
+        elif isinstance(layer, keras.layers.Activation) or type(layer).__name__ == "InstanceNormalization":
             kept[id(output)] = _tensor_bytes(output)
         elif "Normalization" in type(layer).__name__:
             kept[("normalisation", id(output))] = 2 * 4 * _elements(output)

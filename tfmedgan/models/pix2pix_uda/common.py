@@ -54,9 +54,11 @@ SAMPLE_CASES = {"train": 6, "val": 2, "test": 3}
 SAMPLE_CROP = (40, 48, 40)
 SAMPLE_SLICE_SIZE = 64
 
-#: Calibration constants of :func:`estimate_step_memory` (see its docstring).
+#: Calibration constants of :func:`estimate_step_memory` (see its docstring and :data:`MEMORY_FIT`).
 MEMORY_RUNTIME_BYTES = 1.0 * 2**30
-MEMORY_BACKWARD_TRANSIENT = 3.0
+MEMORY_D_BACKWARD_TRANSIENT = 6.0
+MEMORY_E_BACKWARD_TRANSIENT = 3.0
+MEMORY_MIXED_PRECISION_FACTOR = 0.65
 
 #: Cut points of the SIT generator for ``--recompute`` (layers after which only one tensor is
 #: alive; the skips of the deeper stages live inside the segment between the first two).
@@ -655,7 +657,7 @@ def saved_bytes_any(model: keras.Model) -> int:
             if isinstance(layer, memory._SAVES_INPUT):
                 for tensor in node.input_tensors:
                     kept[id(tensor)] = memory._tensor_bytes(tensor)
-            elif isinstance(layer, keras.layers.Activation):
+            elif isinstance(layer, keras.layers.Activation) or type(layer).__name__ == "InstanceNormalization":
                 kept[id(output)] = memory._tensor_bytes(output)
             elif "Normalization" in type(layer).__name__:
                 kept[("normalisation", id(output))] = 2 * 4 * memory._elements(output)
@@ -685,32 +687,40 @@ def estimate_step_memory(
     shape: Sequence[int],
     recompute: bool,
     vae: dict[str, int] | None = None,
+    precision: str = "float32",
 ) -> dict[str, float]:
     """Estimate (bytes) of the peak memory of one training step, as ``--dry-run`` prints it.
 
     Per-layer accounting of what TensorFlow keeps for the backward pass
     (:func:`tfmedgan.engine.memory.saved_activation_bytes`: ``S_G`` generator, ``S_D``
-    discriminator on the whole crop), ``L`` the largest generator activation, float32 bytes::
+    discriminator on the whole crop), ``L_D`` the discriminator's largest activation, ``F`` its
+    feature outputs (the real pass's, alive during the generator update), float32 bytes::
 
         weights     = (G + D parameters) x 16 (weights, 2 Adam moments, gradients) + VAE encoder x 4
         data        = 3 x voxels x 5 channels x 4         (the batch and 2 prefetched batches)
-        supervised  = S_G + S_D + 3 L                      (G update: G's tape and the D pass on the fake;
-                                                           the D update takes its two passes one by one)
-                    = B_G + max_k S_k + S_D + 3 L          with --recompute (boundaries + one segment)
-        kl          = S_G (or the recompute figure) + S_E + 3 L_E + 4 x size^3 x 4
-                                                          (adaptation: encoder on the fake slices)
-        activations = max(supervised, kl)
+        G part      = S_G, or B_G + max_k S_k with --recompute (boundaries + one segment)
+        supervised  = G part + S_D + 2 F + T_D x L_D       (G update: D's pass on the fake, its
+                                                           features and the real ones, D's backward)
+        kl          = G part + S_E + T_E x L_E + 4 x size^3 x 4
+                                                          (adaptation: encoder on the fake slices;
+                                                           with --recompute only its input is kept)
+        activations = max(supervised, kl) x (1, or b under mixed precision)
         runtime     = 1 GiB                                (TensorFlow, graphs, kernels)
 
     ``S_E`` is the encoder's saved activations for ``size`` slices, ``L_E`` its largest layer
-    output. The constants follow :func:`tfmedgan.models.cyclegan3d.estimate_training_memory`
-    (fitted on the 3D CycleGAN); ``bench/bench_pix2pix_uda.py`` measures this model.
+    output. The constants ``T_D`` (the discriminator's backward transient, in units of its
+    largest activation), ``T_E`` and ``b`` were fitted to the peaks that
+    ``bench/bench_pix2pix_uda.py`` measured at 144x192x192 (see :data:`MEMORY_FIT`); the
+    bfloat16 factor is far from 0.5 because the instance norms compute in float32 and oneDNN's
+    bfloat16 convolutions keep float32 buffers.
 
     Args:
         filters, final_filters, d_filters: network widths.
         shape: the model grid (the padded crop).
-        recompute: gradient checkpointing of the generator.
+        recompute: gradient checkpointing of the generator (and of the encoder's pass on the
+            fake slices).
         vae: ``{"size", "base_filters", "depth"}`` of the adaptation's encoder, or None.
+        precision: the run's ``--precision``.
 
     Returns:
         Bytes per part (``weights``, ``data``, ``activations``, ``runtime``) and ``total``.
@@ -722,8 +732,9 @@ def estimate_step_memory(
     keras.mixed_precision.set_global_policy("float32")
     try:
         generator, discriminator = _static_networks(filters, final_filters, d_filters, shape)
-        saved_d = saved_bytes_any(discriminator)
-        transient = MEMORY_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(generator)
+        features = sum(memory._tensor_bytes(tensor) for tensor in discriminator.outputs[1:])
+        discriminator_part = (saved_bytes_any(discriminator) + 2 * features
+                              + MEMORY_D_BACKWARD_TRANSIENT * 4 * largest_elements_any(discriminator))
         if recompute:
             allowed = set(memory.articulation_layers(generator))
             cuts = [name for name in SIT_CHECKPOINTS if name in allowed]
@@ -731,23 +742,24 @@ def estimate_step_memory(
             generator_part = memory.boundary_bytes(generator, cuts) + max(memory.saved_activation_bytes(s) for s in segments)
         else:
             generator_part = memory.saved_activation_bytes(generator)
-        supervised = generator_part + saved_d + transient
+        supervised = generator_part + discriminator_part
         weights = 16.0 * (generator.count_params() + discriminator.count_params())
         kl = 0.0
         if vae is not None:
             size = int(vae["size"])
             encoder = build_vae_encoder((size, size, 1), vae["base_filters"], vae["depth"])
-            encoder_part = size * (saved_bytes_any(encoder)
-                                   + MEMORY_BACKWARD_TRANSIENT * 4 * largest_elements_any(encoder))
+            transient = MEMORY_E_BACKWARD_TRANSIENT * 4 * largest_elements_any(encoder)
+            encoder_part = size * (transient if recompute else saved_bytes_any(encoder) + transient)
             kl = generator_part + encoder_part + 4.0 * size**3 * 4
             weights += 4.0 * encoder.count_params()
     finally:
         keras.mixed_precision.set_global_policy(previous)
     voxels = float(np.prod([int(size) for size in shape]))
+    factor = 1.0 if precision == "float32" else MEMORY_MIXED_PRECISION_FACTOR
     estimate = {
         "weights": float(weights),
         "data": 3.0 * voxels * 5 * 4,
-        "activations": float(max(supervised, kl)),
+        "activations": float(max(supervised, kl)) * factor,
         "runtime": float(MEMORY_RUNTIME_BYTES),
     }
     estimate["total"] = sum(estimate.values())

@@ -121,7 +121,8 @@ class Pix2Pix3DRecipe(Pix2PixBase):
     def dry_run_extra(self) -> dict[str, Any]:
         config = self.config
         shape = config.model_shape()
-        estimate = estimate_step_memory(config.filters, config.final_filters, config.d_filters, shape, config.recompute)
+        estimate = estimate_step_memory(config.filters, config.final_filters, config.d_filters, shape, config.recompute,
+                                        precision=config.precision)
         return {"model_shape": list(shape), **memory_report(estimate)}
 
 

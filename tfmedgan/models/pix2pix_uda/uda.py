@@ -357,7 +357,7 @@ class UDARecipe(Pix2PixBase):
         shape = config.model_shape()
         estimate = estimate_step_memory(generator_args["filters"], generator_args["final_filters"],
                                         self._sources["discriminator"][0]["base_filters"], shape, config.recompute,
-                                        vae=self._sources["vae_encoder"][0])
+                                        vae=self._sources["vae_encoder"][0], precision=config.precision)
         return {"model_shape": list(shape), "vae_slice_size": self.slice_size, **memory_report(estimate)}
 
 
