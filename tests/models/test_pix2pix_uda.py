@@ -175,6 +175,14 @@ def test_dry_run_parameter_counts_and_memory_estimates(tmp_path):
     assert uda["memory_estimate_gib"] > resolved["memory_estimate_gib"]
 
 
+def test_memory_estimate_is_within_20_percent_of_the_measured_full_size_peaks():
+    """common.MEMORY_FIT holds the peaks bench/bench_pix2pix_uda.py measured at 144x192x192."""
+    for (stage, precision, recompute), peak in common.MEMORY_FIT.items():
+        vae = dict(size=256, base_filters=4, depth=7) if stage == "uda" else None
+        estimate = common.estimate_step_memory(64, 8, 64, (144, 192, 192), recompute, vae=vae, precision=precision)
+        assert estimate["total"] / 2**30 == pytest.approx(peak, rel=0.2), (stage, precision, recompute)
+
+
 # ---- training -----------------------------------------------------------------------------------
 def test_pix2pix3d_learns_and_writes_its_outputs(pix2pix_run):
     rows = losses_of(pix2pix_run)

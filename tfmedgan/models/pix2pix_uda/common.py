@@ -59,6 +59,15 @@ MEMORY_RUNTIME_BYTES = 1.0 * 2**30
 MEMORY_D_BACKWARD_TRANSIENT = 6.0
 MEMORY_E_BACKWARD_TRANSIENT = 3.0
 MEMORY_MIXED_PRECISION_FACTOR = 0.65
+#: Peak RSS (GiB) of one step at 144x192x192 that bench/bench_pix2pix_uda.py measured on a 2-core
+#: CPU machine (batch 1, 256^2 VAE slices), which the constants above were fitted to: (stage,
+#: precision, recompute) -> GiB. The adaptation step is under-predicted (docs/pix2pix_uda.md).
+MEMORY_FIT = {
+    ("pretrain", "mixed_bfloat16", True): 10.94,
+    ("pretrain", "mixed_bfloat16", False): 13.42,
+    ("pretrain", "float32", True): 16.29,
+    ("uda", "mixed_bfloat16", True): 13.13,
+}
 
 #: Cut points of the SIT generator for ``--recompute`` (layers after which only one tensor is
 #: alive; the skips of the deeper stages live inside the segment between the first two).

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Probe: how well does the 3D CycleGAN's generator translate T1w -> T2w when it is trained on
+the PAIRED volumes with an L1 loss only (no discriminator, no cycle)?
+
+The CycleGAN learns from unpaired volumes; the quality bench (``bench/quality.py --models
+cyclegan3d-cpu``) found it below a plain intensity look-up table fitted on the training pairs.
+This probe trains the same generator (``cyclegan3d --preset cpu``: 32 filters, resize
+up-sampling, random 48^3 crops, Adam 2e-4 / 0.5, bf16) with supervision instead, on the same 8
+training subjects, and scores it on the same held-out subjects with the same metrics (brain mask,
+least-squares fit of the prediction onto the truth) at the same CPU-minute points. If supervision
+cannot beat the table either, the limit is the generator and the data at this scale, not the
+CycleGAN's objective.
+
+    nice python bench/probe_supervised_translation.py --budget-minutes 20 --points 4
+
+The CPU time is this process's (all TensorFlow threads), counted during training only.
+Results: bench/results/quality/supervised_probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+import quality_protocols  # noqa: E402  (bench/quality_protocols.py)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budget-minutes", type=float, default=20.0, help="training CPU-minutes (default: 20)")
+    parser.add_argument("--points", type=int, default=4, help="evaluation points (default: 4)")
+    parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "quality" / "work",
+                        help="the quality bench's work folder (its data are reused)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    import keras
+    import tensorflow as tf
+
+    from tfmedgan import api
+    from tfmedgan.data.nifti import scale_to_unit_range
+    from tfmedgan.engine.precision import set_precision
+    from tfmedgan.inference.volumes import translate_volume
+    from tfmedgan.io.nifti import pad_or_crop_center
+    from tfmedgan.networks.resnet_translator import build_resnet_generator
+
+    protocol = quality_protocols.protocols()["cyclegan3d-cpu"]
+    protocol.prepare(args.work)
+    config = api.configure("cyclegan3d", preset="cpu", data_dir=str(protocol.train_dir), output_dir="unused")
+    set_precision("mixed_bfloat16")
+    keras.utils.set_random_seed(args.seed)
+    multiple = 2 ** int(config.n_downsamplings)
+    shape = tuple(-(-max(t1.shape[axis] for t1, _ in protocol.train_pairs) // multiple) * multiple for axis in range(3))
+    crop = tuple(int(size) for size in config.patch)
+    generator = build_resnet_generator((None, None, None, 1), config.base_filters, config.n_downsamplings,
+                                       config.n_residual_blocks, norm=config.norm, upsample=config.upsample)
+    optimizer = keras.optimizers.Adam(config.lr, beta_1=config.beta_1)
+    pairs = [(scale_to_unit_range(pad_or_crop_center(t1, shape)[0]), scale_to_unit_range(pad_or_crop_center(t2, shape)[0]))
+             for t1, t2 in protocol.train_pairs]
+    rng = np.random.default_rng(args.seed)
+
+    @tf.function
+    def step(a, b):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.abs(tf.cast(generator(a, training=True), tf.float32) - b))
+        optimizer.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables))
+        return loss
+
+    def batch():
+        t1, t2 = pairs[rng.integers(len(pairs))]
+        start = [rng.integers(0, size - c + 1) for size, c in zip(shape, crop)]
+        window = tuple(slice(s, s + c) for s, c in zip(start, crop))
+        return t1[window][None, ..., None], t2[window][None, ..., None]
+
+    points = [args.budget_minutes * (index + 1) / args.points for index in range(args.points)]
+    rows, steps, cpu_seconds, losses = [], 0, 0.0, []
+    for minutes in points:
+        while cpu_seconds < 60.0 * minutes:
+            a, b = batch()
+            started = time.process_time()
+            losses.append(float(step(tf.constant(a), tf.constant(b))))
+            cpu_seconds += time.process_time() - started
+            steps += 1
+        predictions = {path.name: translate_volume(generator, t1, shape, multiple, window=crop) for path, t1, _ in protocol.heldout}
+        scores = protocol._average(predictions)
+        row = {"steps": steps, "cpu_minutes": round(cpu_seconds / 60.0, 2),
+               "train_l1_last50": round(float(np.mean(losses[-50:])), 4), **scores}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    out = args.work.parent / "supervised_probe.json"
+    out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops", "shape": list(shape),
+                               "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
+                              indent=2) + "\n")
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
