@@ -196,7 +196,12 @@ PARITY: dict[str, list[tuple[str, Parity]]] = {
         ("clip", Parity("phantom", _cyclegan_sr(clip_max=1.0), weights_rtol=1e-4)),  # clip after the all-reduce
         ("batch-statistics", Parity("phantom", _cyclegan_sr(use_batch_statistics=True), weights_rtol=1e-4)),
     ],
-    "pix2pix3d": [("default", Parity("brats", _pix2pix3d, weights_rtol=1e-4))],  # instance norms: per example
+    # Instance norms: per example. 3e-4: with oneDNN's kernels the generator's Adam momenta differ by
+    # up to 1.6e-4 of their group scale (losses to 1e-7) since BlurPool became average pooling;
+    # with TF_ENABLE_ONEDNN_OPTS=0 the same code differs by 2.8e-5, and the pool is exact per
+    # example (tests/layers/test_blurpool.py): a rounding-order difference of oneDNN's batch-1
+    # and batch-2 kernels, not of the distribution.
+    "pix2pix3d": [("default", Parity("brats", _pix2pix3d, weights_rtol=3e-4))],
     # Without synchronised BatchNorm the step-0 loss differs by 9.5%. With it (measured by patching the
     # recipe as proposed): 3.7e-4 on these 4 mm cases; Keras' synchronised moments compute
     # var = E[x^2] - E[x]^2, ill-conditioned where slices are mostly empty (8 mm cases: 1.1% at step 1)
