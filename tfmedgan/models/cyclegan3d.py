@@ -514,9 +514,11 @@ def estimate_training_memory(config: CycleGAN3DConfig, shape: tuple[int, int, in
 
     Mixed precision: activations are counted in float32 bytes under ``mixed_bfloat16`` too. The
     measured peaks were not lower than in float32 (-8% to +9%): the instance normalisations, the
-    largest activations, compute in float32 (two float32 tensors kept per normalisation, plus
+    largest activations, computed in float32 (then two float32 tensors kept per normalisation, plus
     float32 copies of their bfloat16 inputs), and oneDNN's bfloat16 kernels add buffers.
-    ``mixed_bfloat16`` is worth it on CPU for speed (2-3x), not for memory.
+    ``mixed_bfloat16`` is worth it on CPU for speed (2-3x), not for memory. Since session 3 an
+    instance norm keeps only its output (closed-form gradient) and is counted so; the peaks the
+    constants were fitted to were measured before that change and were not re-measured.
 
     The constants (1 GiB, 3 L) were fitted to the peak RSS measured by
     ``bench/bench_cyclegan3d.py`` at 64^3, 128^3 and 156x188x156 in float32 and mixed_bfloat16,
