@@ -316,7 +316,8 @@ class UDARecipe(Pix2PixBase):
             fake = forward(target_inputs)
             # Order (a data dependency each): the real posterior is computed once the generator's
             # fake exists, i.e. after the supervised step's updates, and the fake slices are
-            # encoded after it, so the real pass's activations never add to another peak.
+            # encoded after it, so the real pass cannot run alongside the supervised step or the
+            # fake pass (the measured peak of the whole step: docs/pix2pix_uda.md, "Memory").
             with tape.stop_recording(), tf.control_dependencies([fake]):
                 mu_real, log_sigma_real = encoder(kl_slices(tf.stop_gradient(source_target), size, view),
                                                   training=batch_statistics)
