@@ -39,15 +39,23 @@ def _single_input_output(model: keras.Model) -> None:
                             f"{len(model.inputs)} and {len(model.outputs)}")
 
 
-def _model_nodes(model: keras.Model) -> list:
-    """The model's own layer calls in execution order (input nodes excluded)."""
-    _single_input_output(model)
+def _layer_nodes(model: keras.Model) -> list:
+    """The layer calls of a functional model (any number of inputs and outputs) in execution
+    order, input nodes excluded."""
     nodes_by_depth = getattr(model, "_nodes_by_depth", None)
     if nodes_by_depth is None:
-        raise TfmedganError(f"{model.name} is not a functional model; gradient checkpointing cannot cut it")
+        raise TfmedganError(f"{model.name} is not a functional model; its activations cannot be counted or cut")
     ordered = []
     for depth in sorted(nodes_by_depth, reverse=True):
         ordered += [node for node in nodes_by_depth[depth] if node.operation is not None and not node.is_input]
+    return ordered
+
+
+def _model_nodes(model: keras.Model) -> list:
+    """The layer calls of a one-input, one-output functional model that calls each layer once
+    (a model gradient checkpointing can cut)."""
+    _single_input_output(model)
+    ordered = _layer_nodes(model)
     names = [node.operation.name for node in ordered]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
@@ -223,13 +231,13 @@ def saved_activation_bytes(model: keras.Model) -> int:
     (build the model under the mixed-precision policy to account for it).
 
     Args:
-        model: Functional model with a fully static input shape.
+        model: Functional model (any number of inputs and outputs) with fully static input shapes.
 
     Returns:
         Bytes for one example.
     """
     kept: dict = {}
-    for node in _model_nodes(model):
+    for node in _layer_nodes(model):
         layer = node.operation
         output = node.outputs[0]
         if isinstance(layer, _SAVES_INPUT):
@@ -244,7 +252,7 @@ def saved_activation_bytes(model: keras.Model) -> int:
 
 def largest_activation_elements(model: keras.Model) -> int:
     """Elements per example of the largest layer output of a static-shape functional model."""
-    return max(_elements(tensor) for node in _model_nodes(model) for tensor in node.outputs)
+    return max(_elements(tensor) for node in _layer_nodes(model) for tensor in node.outputs)
 
 
 def boundary_bytes(model: keras.Model, boundaries: Sequence[str]) -> int:

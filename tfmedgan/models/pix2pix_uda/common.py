@@ -651,36 +651,6 @@ def score_run(run_dir: str | Path, root: str | Path, dataset_name: str = "domain
 # ------------------------------------------------------------------------------------------------
 # Memory
 # ------------------------------------------------------------------------------------------------
-def saved_bytes_any(model: keras.Model) -> int:
-    """:func:`tfmedgan.engine.memory.saved_activation_bytes` for a functional model with several
-    inputs or outputs (the conditional PatchGAN), by the same per-layer rules."""
-    from tfmedgan.engine import memory
-
-    kept: dict = {}
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            layer = node.operation
-            if layer is None or node.is_input:
-                continue
-            output = node.outputs[0]
-            if isinstance(layer, memory._SAVES_INPUT):
-                for tensor in node.input_tensors:
-                    kept[id(tensor)] = memory._tensor_bytes(tensor)
-            elif isinstance(layer, keras.layers.Activation) or type(layer).__name__ == "InstanceNormalization":
-                kept[id(output)] = memory._tensor_bytes(output)
-            elif "Normalization" in type(layer).__name__:
-                kept[("normalisation", id(output))] = 2 * 4 * memory._elements(output)
-    return sum(kept.values())
-
-
-def largest_elements_any(model: keras.Model) -> int:
-    """Elements per example of the largest layer output of a static-shape functional model."""
-    from tfmedgan.engine import memory
-
-    return max(memory._elements(tensor) for nodes in model._nodes_by_depth.values() for node in nodes
-               if node.operation is not None and not node.is_input for tensor in node.outputs)
-
-
 def _static_networks(filters: int, final_filters: int, d_filters: int, shape: Sequence[int]):
     spatial = tuple(int(size) for size in shape)
     generator = build_sit_generator(spatial + (2,), 1, filters=filters, final_filters=final_filters)
@@ -742,8 +712,8 @@ def estimate_step_memory(
     try:
         generator, discriminator = _static_networks(filters, final_filters, d_filters, shape)
         features = sum(memory._tensor_bytes(tensor) for tensor in discriminator.outputs[1:])
-        discriminator_part = (saved_bytes_any(discriminator) + 2 * features
-                              + MEMORY_D_BACKWARD_TRANSIENT * 4 * largest_elements_any(discriminator))
+        discriminator_part = (memory.saved_activation_bytes(discriminator) + 2 * features
+                              + MEMORY_D_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(discriminator))
         if recompute:
             allowed = set(memory.articulation_layers(generator))
             cuts = [name for name in SIT_CHECKPOINTS if name in allowed]
@@ -757,8 +727,8 @@ def estimate_step_memory(
         if vae is not None:
             size = int(vae["size"])
             encoder = build_vae_encoder((size, size, 1), vae["base_filters"], vae["depth"])
-            transient = MEMORY_E_BACKWARD_TRANSIENT * 4 * largest_elements_any(encoder)
-            encoder_part = size * (transient if recompute else saved_bytes_any(encoder) + transient)
+            transient = MEMORY_E_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(encoder)
+            encoder_part = size * (transient if recompute else memory.saved_activation_bytes(encoder) + transient)
             kl = generator_part + encoder_part + 4.0 * size**3 * 4
             weights += 4.0 * encoder.count_params()
     finally:

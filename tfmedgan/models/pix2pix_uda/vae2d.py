@@ -185,12 +185,12 @@ class VAE2DRecipe(Recipe):
 
     # -- dry run ---------------------------------------------------------------------------------
     def dry_run_extra(self) -> dict[str, Any]:
-        from tfmedgan.models.pix2pix_uda.common import largest_elements_any, saved_bytes_any
+        from tfmedgan.engine.memory import largest_activation_elements, saved_activation_bytes
 
         config = self.config
         counts = {name: int(model.count_params()) for name, model in self.networks.items()}
-        saved = sum(saved_bytes_any(model) for model in self.networks.values())
-        largest = max(largest_elements_any(model) for model in self.networks.values())
+        saved = sum(saved_activation_bytes(model) for model in self.networks.values())
+        largest = max(largest_activation_elements(model) for model in self.networks.values())
         weights = 16.0 * sum(pytorch_parameter_count(model) for model in self.networks.values())
         activations = config.batch * (saved + 3.0 * 4 * largest)
         data = 3.0 * config.slice_size**3 * 4
