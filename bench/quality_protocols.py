@@ -634,11 +634,20 @@ def protocols() -> dict[str, Protocol]:
         # The demo preset before it took the tanh output (beta_1 0.5, no dropout, linear output).
         "dcgan-demo-linear": SliceGANProtocol("dcgan-demo-linear", "dcgan", (*DCGAN_DEMO_OPTIONS, "--output-activation",
                                               "linear"), cpu_seconds_per_step=0.8, goals=gan_goals),
-        "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", cpu_seconds_per_step=15.0, goals=gan_goals),
-        "stylegan2-tanh": SliceGANProtocol("stylegan2-tanh", "stylegan2", ("--output-activation", "tanh"),
+        # The 64 px recipe (30 epochs of 9,664 slices, fade_in_base 40) ends at alpha 29/40 = 0.725. On the
+        # 256 built-in slices its epochs are 2 steps long and alpha would reach 1 (no 3x3 conv path left in
+        # the discriminator's blocks) after 80 steps: --max-alpha keeps the recipe's range of alpha.
+        "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", ("--max-alpha", "0.725"), cpu_seconds_per_step=15.0,
+                                      goals=gan_goals),
+        "stylegan2-tanh": SliceGANProtocol("stylegan2-tanh", "stylegan2", ("--output-activation", "tanh", "--max-alpha", "0.725"),
                                            cpu_seconds_per_step=8.0, goals=gan_goals),
         "stylegan2-cpu": SliceGANProtocol("stylegan2-cpu", "stylegan2", ("--preset", "cpu"), cpu_seconds_per_step=1.0,
                                           goals=gan_goals),
+        # Probes of the fade-in: at alpha 1 the discriminator's blocks keep only their strided 1x1 skips.
+        "stylegan2-cpu-alpha0": SliceGANProtocol("stylegan2-cpu-alpha0", "stylegan2", ("--preset", "cpu", "--max-alpha", "0"),
+                                                 cpu_seconds_per_step=1.0, goals=gan_goals),
+        "stylegan2-cpu-alpha0.5": SliceGANProtocol("stylegan2-cpu-alpha0.5", "stylegan2", ("--preset", "cpu", "--max-alpha", "0.5"),
+                                                   cpu_seconds_per_step=1.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),
         "cyclegan3d-cpu": TranslationProtocol("cyclegan3d-cpu", "cyclegan3d", ("--preset", "cpu"), cpu_seconds_per_step=12.0),
         # Is the preset's lr 1e-3 the reason its scores fall? The original's 2e-4 with the preset's crops.

@@ -49,13 +49,29 @@ def test_fade_in_alpha_is_epoch_over_base_clipped_unless_asked():
     assert [fade_in_alpha(e, 2.0) for e in range(4)] == [0.0, 0.5, 1.0, 1.0]
     assert [fade_in_alpha(e, 2.0, clip=False) for e in range(4)] == [0.0, 0.5, 1.0, 1.5]
     assert fade_in_alpha(39, 80.0) == pytest.approx(0.4875)  # the README's 256 px run ends here
+    assert [fade_in_alpha(e, 2.0, max_alpha=0.5) for e in range(4)] == [0.0, 0.5, 0.5, 0.5]
+    assert fade_in_alpha(9, 2.0, clip=False, max_alpha=0.5) == 4.5  # no clip: no bound
 
 
-def test_on_epoch_begin_sets_the_checkpointed_alpha(png_folder, tmp_path):
+def test_max_alpha_bounds_the_recipe_alpha_and_is_validated(png_folder, tmp_path):
+    recipe = StyleGAN2Recipe(tiny(png_folder, tmp_path, fade_in_base=4.0, max_alpha=0.25))
+    recipe.build_networks_only()
+    assert recipe.on_epoch_begin(1) == {"alpha": 0.25}
+    assert recipe.on_epoch_begin(100) == {"alpha": 0.25}
+    with pytest.raises(TfmedganError, match="max-alpha"):
+        tiny(png_folder, tmp_path, max_alpha=1.5).validate()
+
+
+def test_on_epoch_begin_sets_the_checkpointed_alpha(png_folder, tmp_path, capsys):
     recipe = StyleGAN2Recipe(tiny(png_folder, tmp_path, fade_in_base=4.0, clip_alpha=False))
     recipe.build_networks_only()
+    assert recipe.on_epoch_begin(3) == {"alpha": 0.75}
+    assert "warning" not in capsys.readouterr().err
     assert recipe.on_epoch_begin(6) == {"alpha": 1.5}
-    assert float(recipe.alpha.numpy()) == 1.5
+    assert recipe.on_epoch_begin(7) == {"alpha": 1.75}
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "fade-in alpha" in line]
+    assert len(warnings) == 1 and "epoch 6" in warnings[0] and "--max-alpha" in warnings[0]
+    assert float(recipe.alpha.numpy()) == 1.75
     assert recipe.state_variables() == [recipe.alpha]
 
 
