@@ -317,3 +317,24 @@ def test_tanh_output_bounds_the_summed_skips_and_keeps_the_weights(float32_polic
     np.testing.assert_allclose(tanh(latents, training=False).numpy(), np.tanh(raw), rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="output_activation"):
         build_generator(output_activation="relu", **TINY_G)
+
+
+def test_resize_upsampling_has_the_same_weights_and_no_checkerboard(float32_policy: None) -> None:
+    """On a constant feature map, the stride-2 transposed convolution makes a 2-periodic pattern
+    (output pixels get 1, 2 or 4 kernel taps); nearest x2 + a 3x3 conv keeps the interior flat."""
+    interiors = {}
+    for upsample in ("transposed", "resize"):
+        generator = build_generator(resolution=32, latent_dim=4, input_resolution=4, initial_filters=8,
+                                    output_activation="tanh", upsample=upsample)
+        layer_types = {type(layer).__name__ for layer in generator.layers}
+        assert ("Conv2DTranspose" in layer_types) == (upsample == "transposed")
+        for weight in generator.weights:  # every kernel positive and constant, biases 0
+            weight.assign(np.full(weight.shape, 0.0 if "bias" in weight.path else 0.05, np.float32))
+        image = generator(np.ones((1, 4), np.float32), training=False).numpy()[0, 4:-4, 4:-4, 0]
+        interiors[upsample] = float(image.max() - image.min())
+        interiors[upsample + " weights"] = generator.count_params()
+    assert interiors["transposed weights"] == interiors["resize weights"]
+    assert interiors["transposed"] > 1e-3
+    assert interiors["resize"] < 1e-6
+    with pytest.raises(TfmedganError, match="upsample"):
+        build_generator(resolution=32, upsample="bilinear")

@@ -100,6 +100,9 @@ class StyleGAN2Config(EngineConfig):
     n_samples: int = option(16, "number of preview images per epoch grid", aliases=("--val",))
     output_activation: str = option("linear", "generator output: linear (the original's unbounded sum of skip RGBs) "
                                     "or tanh (bounded to the data's [-1, 1]; same weights)", choices=("linear", "tanh"))
+    upsample: str = option("transposed", "generator up-sampling: transposed (the original's stride-2 transposed conv) "
+                           "or resize (nearest x2 then a 3x3 conv: same weight count, no checkerboard)",
+                           choices=networks.UPSAMPLE_CHOICES)
     seed: int = option(1, "random seed (Python, NumPy, TensorFlow)", group="training engine")
     loss: str = option("bce", "adversarial loss", choices=("bce", "wgan-gp"))
     gp_weight: float = option(10.0, "gradient penalty weight (wgan-gp)")
@@ -280,6 +283,7 @@ class StyleGAN2Recipe(SliceRecipe):
                 initial_filters=config.g_init_filters,
                 pixel_norm_axis=config.pixel_norm_axis,
                 output_activation=config.output_activation,
+                upsample=config.upsample,
                 name="generator",
             ),
             "discriminator": networks.build_discriminator(

@@ -37,7 +37,11 @@ from tfmedgan.layers.stylegan import (
     WeightedSum,
 )
 
-__all__ = ["build_generator", "build_discriminator", "validate_config"]
+__all__ = ["build_generator", "build_discriminator", "validate_config", "UPSAMPLE_CHOICES"]
+
+#: Feature-path up-sampling of the generator: the original's stride-2 transposed convolution, or
+#: nearest x2 then a 3x3 convolution (same parameter count, no checkerboard pattern).
+UPSAMPLE_CHOICES = ("transposed", "resize")
 
 LEAKY_RELU_SLOPE = 0.3  # Keras' default slope, used everywhere in the original.
 WEIGHT_STDDEV = 0.02
@@ -141,6 +145,7 @@ def build_generator(
     pixel_norm_axis: int = -1,
     output_activation: str = "linear",
     name: str = "generator",
+    upsample: str = "transposed",
 ) -> keras.Model:
     """Build the seed-004 output-skip generator ``z [N, latent_dim] -> image [N, R, R, channels]``.
 
@@ -169,7 +174,12 @@ def build_generator(
             must be divisible by ``2**n``.
         pixel_norm_axis: Axis of the pixel normalisation. -1 (default) normalises over channels
             (the intent); 1 reproduces the original (image rows on conv maps).
+        output_activation: ``"linear"`` (the original's unbounded sum) or ``"tanh"``.
         name: Model name.
+        upsample: ``"transposed"`` (the original's ``Conv2DTranspose(3, stride 2)``) or
+            ``"resize"``: nearest x2 up-sampling then ``Conv2D(3, same)``, the same number of
+            weights (the kernel's in/out axes swap) without the transposed convolution's
+            checkerboard pattern.
 
     Returns:
         A functional ``keras.Model`` with input ``latent`` and one image output.
@@ -213,23 +223,31 @@ def build_generator(
         (input_resolution, input_resolution, initial_filters), name="input_reshape"
     )(features)
 
+    if upsample not in UPSAMPLE_CHOICES:
+        raise TfmedganError(f"stylegan2: upsample must be one of {UPSAMPLE_CHOICES}, got {upsample!r}")
+
+    def up_conv(filters: int, layer_name: str, **kwargs) -> keras.layers.Layer:
+        settings = dict(strides=1, padding="same", use_bias=False, kernel_initializer=_normal_init(),
+                        kernel_constraint=_max_norm(), name=layer_name, **kwargs)
+        if upsample == "transposed":
+            settings["strides"] = 2
+            return keras.layers.Conv2DTranspose(filters, 3, **settings)
+        return keras.layers.Conv2D(filters, 3, **settings)
+
+    def up(inputs, filters: int, layer_name: str, resolution_label: int, **kwargs):
+        if upsample == "resize":
+            inputs = keras.layers.UpSampling2D(size=2, interpolation="nearest",
+                                               name=f"feature_upsample_{resolution_label}")(inputs)
+        return up_conv(filters, layer_name, **kwargs)(inputs)
+
     rgb = None
     total_layers = hidden_blocks + 1
     for index in range(total_layers):
         is_output_layer = index == hidden_blocks
         current_resolution = input_resolution * 2 ** (index + 1)
         if is_output_layer:
-            features = keras.layers.Conv2DTranspose(
-                channels,
-                3,
-                strides=2,
-                padding="same",
-                use_bias=False,
-                activation="tanh",
-                kernel_initializer=_normal_init(),
-                kernel_constraint=_max_norm(),
-                name=f"output_conv_{current_resolution}",
-            )(features)
+            features = up(features, channels, f"output_conv_{current_resolution}", current_resolution,
+                          activation="tanh")
             to_rgb = keras.layers.Conv2D(
                 channels,
                 1,
@@ -239,16 +257,8 @@ def build_generator(
                 name=f"to_rgb_{current_resolution}",
             )
         else:
-            features = keras.layers.Conv2DTranspose(
-                initial_filters // 2 ** (index + 1),
-                3,
-                strides=2,
-                padding="same",
-                use_bias=False,
-                kernel_initializer=_normal_init(),
-                kernel_constraint=_max_norm(),
-                name=f"up_conv_{current_resolution}",
-            )(features)
+            features = up(features, initial_filters // 2 ** (index + 1), f"up_conv_{current_resolution}",
+                          current_resolution)
             features = PixelNormalization(
                 axis=pixel_norm_axis, name=f"up_pixel_norm_{current_resolution}"
             )(features)
