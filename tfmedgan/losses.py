@@ -33,6 +33,26 @@ def l1(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return _per_example(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
 
 
+@tf.custom_gradient
+def _absolute_difference(a: tf.Tensor, b: tf.Tensor):
+    difference = a - b
+    sign = tf.cast(tf.sign(difference), tf.int8)
+
+    def gradient(upstream):
+        upstream = upstream * tf.cast(sign, upstream.dtype)
+        return upstream, -upstream
+
+    return tf.abs(difference), gradient
+
+
+def l1_low_memory(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """:func:`l1` (mean absolute difference per example, in float32) with the
+    same values and gradients, keeping only the sign of ``a - b`` (int8) for the backward pass
+    instead of the float32 difference: a quarter of the memory for the discriminator features
+    (64 channels at the full crop: 0.31 instead of 1.24 GiB for feature 0)."""
+    return _per_example(_absolute_difference(tf.cast(a, tf.float32), tf.cast(b, tf.float32)))
+
+
 def torch_bce_elementwise(probabilities: tf.Tensor, target: float) -> tf.Tensor:
     """Element-wise binary cross-entropy of probabilities exactly as PyTorch ``nn.BCELoss``.
 

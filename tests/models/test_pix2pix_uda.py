@@ -362,6 +362,36 @@ def test_recompute_gives_the_same_supervised_step(tmp_path):
     assert changed > 20
 
 
+def test_supervised_step_is_unchanged_by_the_low_memory_l1(tmp_path, monkeypatch):
+    """The supervised step with losses.l1_low_memory and with tfmedgan.losses.l1 in the perceptual loss:
+    the same losses and the same updated weights (Adam, one step)."""
+    from tfmedgan import losses
+
+    def one_step(l1, initial=None):
+        monkeypatch.setattr(losses, "l1_low_memory", l1)
+        keras.utils.set_random_seed(5)
+        recipe = Pix2Pix3DRecipe(pix2pix_config("unused", tmp_path, crop_shape=[16, 16, 16], recompute=True))
+        recipe.build()
+        if initial is not None:
+            for name, values in initial.items():
+                recipe.networks[name].set_weights(values)
+        before = {name: model.get_weights() for name, model in recipe.networks.items()}
+        rng = np.random.default_rng(0)
+        inputs = tf.constant(rng.uniform(size=(1, 16, 16, 16, 2)).astype(np.float32))
+        target = tf.constant(rng.uniform(size=(1, 16, 16, 16, 1)).astype(np.float32))
+        step = tf.function(recipe.supervised_step)
+        result = {k: float(v) for k, v in step(inputs, target).items()}
+        return result, before, {name: model.get_weights() for name, model in recipe.networks.items()}
+
+    sign_losses, start, sign_weights = one_step(losses.l1_low_memory)
+    plain_losses, _, plain_weights = one_step(losses.l1, initial=start)
+    assert sign_losses == plain_losses
+    for name in start:
+        for first, a, b in zip(start[name], plain_weights[name], sign_weights[name]):
+            np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+            assert np.abs(a - first).max() > 0
+
+
 # ---- bad input ----------------------------------------------------------------------------------
 def _copy(root, tmp_path):
     return Path(shutil.copytree(root, tmp_path / "copy"))

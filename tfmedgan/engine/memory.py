@@ -259,3 +259,41 @@ def boundary_bytes(model: keras.Model, boundaries: Sequence[str]) -> int:
     """Bytes per example of the outputs of the named layers (the tensors kept between segments)."""
     outputs = {node.operation.name: node.outputs[0] for node in _model_nodes(model)}
     return sum(_tensor_bytes(outputs[name]) for name in boundaries)
+
+
+# -- the process's allocator -----------------------------------------------------------------------
+#: glibc ``mallopt`` parameter number of ``M_MMAP_THRESHOLD`` (``<malloc.h>``).
+_M_MMAP_THRESHOLD = -3
+
+
+def unmap_large_allocations(threshold_bytes: int = 2**20) -> bool:
+    """Make glibc serve every allocation of at least ``threshold_bytes`` by its own ``mmap`` and
+    give it back to the system when it is freed (``mallopt(M_MMAP_THRESHOLD, ...)``).
+
+    TensorFlow's CPU allocator uses ``malloc``. By default glibc raises its mmap threshold up to
+    32 MiB as large blocks are freed, so tensors of up to 32 MiB come from its heaps, which it
+    keeps; a step whose phases allocate different sizes (e.g. a 3D step followed by a batch of 2D
+    slices) then grows the heaps beyond the live tensors. A fixed threshold ends that growth for
+    large tensors (the process's peak RSS then follows the live tensors) at the cost of page
+    faults on their first touch. Process-wide; a ``MALLOC_MMAP_THRESHOLD_`` environment variable
+    (the user's choice) is left alone.
+
+    Args:
+        threshold_bytes: Allocations of at least this size are mmapped (1 MiB).
+
+    Returns:
+        True when the threshold was set (glibc), False otherwise (other C libraries, or the
+        environment variable is set).
+    """
+    import ctypes
+    import os
+
+    if "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, int(threshold_bytes)))

@@ -61,12 +61,13 @@ MEMORY_E_BACKWARD_TRANSIENT = 3.0
 MEMORY_MIXED_PRECISION_FACTOR = 0.65
 #: Peak RSS (GiB) of one step at 144x192x192 that bench/bench_pix2pix_uda.py measured on a 2-core
 #: CPU machine (batch 1, 256^2 VAE slices), which the constants above were fitted to: (stage,
-#: precision, recompute) -> GiB. The adaptation step is under-predicted (docs/pix2pix_uda.md).
+#: precision, recompute) -> GiB; the --recompute rows with the fixed mmap threshold of
+#: tfmedgan.engine.memory.unmap_large_allocations (docs/pix2pix_uda.md, "Memory").
 MEMORY_FIT = {
-    ("pretrain", "mixed_bfloat16", True): 10.94,
+    ("pretrain", "mixed_bfloat16", True): 11.05,
     ("pretrain", "mixed_bfloat16", False): 13.42,
-    ("pretrain", "float32", True): 16.29,
-    ("uda", "mixed_bfloat16", True): 13.13,
+    ("pretrain", "float32", True): 16.44,
+    ("uda", "mixed_bfloat16", True): 11.97,
 }
 
 #: Cut points of the SIT generator for ``--recompute`` (layers after which only one tensor is
@@ -364,8 +365,12 @@ class Pix2PixBase(Recipe):
         if not hasattr(self, "_generator_call"):
             generator = self.networks["generator"]
             if self.config.recompute:
-                from tfmedgan.engine.memory import articulation_layers, checkpointed_call
+                from tfmedgan.engine.memory import articulation_layers, checkpointed_call, unmap_large_allocations
 
+                # --recompute asks for the smallest peak: tensors of 1 MiB or more go back to the
+                # system when freed, so the heaps cannot grow beyond the live tensors (by up to
+                # 1-2 GiB at the full crop: docs/pix2pix_uda.md, "Memory"; process-wide, glibc only).
+                unmap_large_allocations()
                 allowed = set(articulation_layers(generator))
                 cuts = [name for name in SIT_CHECKPOINTS if name in allowed]
                 self._generator_call = checkpointed_call(generator, cuts, "nested")
@@ -405,7 +410,7 @@ class Pix2PixBase(Recipe):
             fake_outputs = discriminator([inputs, fake], training=True)
             g_gan = average_loss(losses.least_squares(fake_outputs[0], 1.0), total)
             g_l1 = average_loss(losses.l1(fake, target), total)
-            perceptual = tf.add_n([weight * average_loss(losses.l1(f_fake, f_real), total) for weight, f_fake, f_real
+            perceptual = tf.add_n([weight * average_loss(losses.l1_low_memory(f_fake, f_real), total) for weight, f_fake, f_real
                                    in zip(PERCEPTUAL_WEIGHTS, fake_outputs[1:], real_features)])
             g_perceptual = config.lambda_perceptual * perceptual
             g_loss = g_gan + config.lambda_l1 * g_l1 + g_perceptual
