@@ -646,13 +646,15 @@ def protocols() -> dict[str, Protocol]:
                                       goals=gan_goals),
         "stylegan2-tanh": SliceGANProtocol("stylegan2-tanh", "stylegan2", ("--output-activation", "tanh", "--max-alpha", "0.725"),
                                            cpu_seconds_per_step=8.0, goals=gan_goals),
-        "stylegan2-cpu": SliceGANProtocol("stylegan2-cpu", "stylegan2", ("--preset", "cpu"), cpu_seconds_per_step=1.0,
+        "stylegan2-cpu": SliceGANProtocol("stylegan2-cpu", "stylegan2", ("--preset", "cpu"), cpu_seconds_per_step=1.6,
                                           goals=gan_goals),
         # Probes of the fade-in: at alpha 1 the discriminator's blocks keep only their strided 1x1 skips.
         "stylegan2-cpu-alpha0": SliceGANProtocol("stylegan2-cpu-alpha0", "stylegan2", ("--preset", "cpu", "--max-alpha", "0"),
                                                  cpu_seconds_per_step=1.0, goals=gan_goals),
-        "stylegan2-cpu-resize": SliceGANProtocol("stylegan2-cpu-resize", "stylegan2", ("--preset", "cpu", "--upsample", "resize"),
-                                                 cpu_seconds_per_step=1.0, goals=gan_goals),
+        # --preset cpu before it took resize up-sampling (session 4's first run).
+        "stylegan2-cpu-transposed": SliceGANProtocol("stylegan2-cpu-transposed", "stylegan2",
+                                                     ("--preset", "cpu", "--upsample", "transposed"),
+                                                     cpu_seconds_per_step=1.0, goals=gan_goals),
         "stylegan2-cpu-alpha0.5": SliceGANProtocol("stylegan2-cpu-alpha0.5", "stylegan2", ("--preset", "cpu", "--max-alpha", "0.5"),
                                                    cpu_seconds_per_step=1.0, goals=gan_goals),
         "cyclegan3d": TranslationProtocol("cyclegan3d", "cyclegan3d", cpu_seconds_per_step=40.0),

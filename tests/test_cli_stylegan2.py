@@ -40,7 +40,8 @@ def test_dry_run_of_the_128_config_and_the_presets(capsys, tmp_path):
     cpu = dry_run(capsys, ["--preset", "cpu", "d", out])
     assert cpu["parameters"] == {"generator": 797_189, "discriminator": 1_628_161}
     assert (cpu["resolution"], cpu["batch"], cpu["fade_in_base"], cpu["output_activation"]) == (64, 32, 10.0, "tanh")
-    assert cpu["max_alpha"] == 0.5 and dry_run(capsys, ["--preset", "64", "d", out])["max_alpha"] == 1.0
+    assert cpu["max_alpha"] == 0.5 and cpu["upsample"] == "resize"
+    assert (preset["max_alpha"], preset["upsample"]) == (1.0, "transposed")
     # Explicit options and positionals win over the preset.
     mixed = dry_run(capsys, ["--preset", "256", "--batch", "32", "--loss", "wgan-gp", "d", out, "8", "512", "8", "32", "60"])
     assert (mixed["batch"], mixed["fade_in_base"], mixed["epochs"], mixed["loss"], mixed["n_critic"], mixed["gp_weight"]) == (32, 60.0, 40, "wgan-gp", 2, 10.0)

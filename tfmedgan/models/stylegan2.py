@@ -55,10 +55,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "256": dict(resolution=256, epochs=40, fade_in_base=80.0, batch=64, lr=1e-4,
                 g_input_res=8, g_init_filters=512, d_final_res=8, d_input_filters=32),
     # Not the authors': a 64 px run sized for a CPU (half the widths, batch 32, the
-    # fade-in over 10 epochs and held at 0.5, the bounded tanh output; see docs/faithfulness.md).
-    # The quality bench measures it beside the "64" preset.
+    # fade-in over 10 epochs and held at 0.5, the bounded tanh output, resize up-sampling; see
+    # docs/faithfulness.md). The quality bench measures it beside the "64" preset.
     "cpu": dict(resolution=64, epochs=200, fade_in_base=10.0, max_alpha=0.5, batch=32, lr=2e-4,
-                g_input_res=4, g_init_filters=256, d_final_res=4, d_input_filters=32, output_activation="tanh"),
+                g_input_res=4, g_init_filters=256, d_final_res=4, d_input_filters=32, output_activation="tanh",
+                upsample="resize"),
 }
 
 
