@@ -333,23 +333,30 @@ def test_kl_term_in_a_compiled_function_with_dynamic_shapes():
     assert len(compiled._list_all_concrete_functions()) == 1
 
 
+def _one_supervised_step(tmp_path, recompute: bool, initial=None, sgd: bool = False, compiled: bool = False):
+    """One supervised pix2pix step on a fixed random 16^3 pair: (losses, weights before, weights after)."""
+    keras.utils.set_random_seed(5)
+    recipe = Pix2Pix3DRecipe(pix2pix_config("unused", tmp_path, crop_shape=[16, 16, 16], recompute=recompute))
+    recipe.build()
+    if sgd:
+        recipe.optimizers = {"generator": keras.optimizers.SGD(1.0), "discriminator": keras.optimizers.SGD(1.0)}
+    if initial is not None:
+        for name, values in initial.items():
+            recipe.networks[name].set_weights(values)
+    before = {name: model.get_weights() for name, model in recipe.networks.items()}
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.uniform(size=(1, 16, 16, 16, 2)).astype(np.float32))
+    target = tf.constant(rng.uniform(size=(1, 16, 16, 16, 1)).astype(np.float32))
+    step = tf.function(recipe.supervised_step) if compiled else recipe.supervised_step
+    losses = {k: float(v) for k, v in step(inputs, target).items()}
+    return losses, before, {name: model.get_weights() for name, model in recipe.networks.items()}
+
+
 def test_recompute_gives_the_same_supervised_step(tmp_path):
     """--recompute (gradient checkpointing of the SIT): same losses and, with SGD(1), same updates."""
 
     def one_step(recompute, initial=None):
-        keras.utils.set_random_seed(5)
-        recipe = Pix2Pix3DRecipe(pix2pix_config("unused", tmp_path, crop_shape=[16, 16, 16], recompute=recompute))
-        recipe.build()
-        recipe.optimizers = {"generator": keras.optimizers.SGD(1.0), "discriminator": keras.optimizers.SGD(1.0)}
-        if initial is not None:
-            for name, values in initial.items():
-                recipe.networks[name].set_weights(values)
-        before = {name: model.get_weights() for name, model in recipe.networks.items()}
-        rng = np.random.default_rng(0)
-        inputs = tf.constant(rng.uniform(size=(1, 16, 16, 16, 2)).astype(np.float32))
-        target = tf.constant(rng.uniform(size=(1, 16, 16, 16, 1)).astype(np.float32))
-        losses = {k: float(v) for k, v in recipe.supervised_step(inputs, target).items()}
-        return losses, before, {name: model.get_weights() for name, model in recipe.networks.items()}
+        return _one_supervised_step(tmp_path, recompute, initial, sgd=True)
 
     plain_losses, start, plain = one_step(False)
     recomputed_losses, _, recomputed = one_step(True, initial=start)
@@ -369,19 +376,7 @@ def test_supervised_step_is_unchanged_by_the_low_memory_l1(tmp_path, monkeypatch
 
     def one_step(l1, initial=None):
         monkeypatch.setattr(losses, "l1_low_memory", l1)
-        keras.utils.set_random_seed(5)
-        recipe = Pix2Pix3DRecipe(pix2pix_config("unused", tmp_path, crop_shape=[16, 16, 16], recompute=True))
-        recipe.build()
-        if initial is not None:
-            for name, values in initial.items():
-                recipe.networks[name].set_weights(values)
-        before = {name: model.get_weights() for name, model in recipe.networks.items()}
-        rng = np.random.default_rng(0)
-        inputs = tf.constant(rng.uniform(size=(1, 16, 16, 16, 2)).astype(np.float32))
-        target = tf.constant(rng.uniform(size=(1, 16, 16, 16, 1)).astype(np.float32))
-        step = tf.function(recipe.supervised_step)
-        result = {k: float(v) for k, v in step(inputs, target).items()}
-        return result, before, {name: model.get_weights() for name, model in recipe.networks.items()}
+        return _one_supervised_step(tmp_path, True, initial, compiled=True)
 
     sign_losses, start, sign_weights = one_step(losses.l1_low_memory)
     plain_losses, _, plain_weights = one_step(losses.l1, initial=start)
