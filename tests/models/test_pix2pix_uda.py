@@ -376,7 +376,7 @@ def test_supervised_step_is_unchanged_by_the_low_memory_l1(tmp_path, monkeypatch
 
     def one_step(l1, initial=None):
         monkeypatch.setattr(losses, "l1_low_memory", l1)
-        return _one_supervised_step(tmp_path, True, initial, compiled=True)
+        return _one_supervised_step(tmp_path, False, initial)
 
     sign_losses, start, sign_weights = one_step(losses.l1_low_memory)
     plain_losses, _, plain_weights = one_step(losses.l1, initial=start)
