@@ -259,4 +259,3 @@ def boundary_bytes(model: keras.Model, boundaries: Sequence[str]) -> int:
     """Bytes per example of the outputs of the named layers (the tensors kept between segments)."""
     outputs = {node.operation.name: node.outputs[0] for node in _model_nodes(model)}
     return sum(_tensor_bytes(outputs[name]) for name in boundaries)
-

@@ -226,19 +226,15 @@ def build_generator(
     if upsample not in UPSAMPLE_CHOICES:
         raise TfmedganError(f"stylegan2: upsample must be one of {UPSAMPLE_CHOICES}, got {upsample!r}")
 
-    def up_conv(filters: int, layer_name: str, **kwargs) -> keras.layers.Layer:
-        settings = dict(strides=1, padding="same", use_bias=False, kernel_initializer=_normal_init(),
+    def up(inputs, filters: int, layer_name: str, resolution_label: int, **kwargs):
+        """x2 up-sampling and a 3x3 conv: one transposed conv of stride 2, or nearest x2 + conv."""
+        settings = dict(padding="same", use_bias=False, kernel_initializer=_normal_init(),
                         kernel_constraint=_max_norm(), name=layer_name, **kwargs)
         if upsample == "transposed":
-            settings["strides"] = 2
-            return keras.layers.Conv2DTranspose(filters, 3, **settings)
-        return keras.layers.Conv2D(filters, 3, **settings)
-
-    def up(inputs, filters: int, layer_name: str, resolution_label: int, **kwargs):
-        if upsample == "resize":
-            inputs = keras.layers.UpSampling2D(size=2, interpolation="nearest",
-                                               name=f"feature_upsample_{resolution_label}")(inputs)
-        return up_conv(filters, layer_name, **kwargs)(inputs)
+            return keras.layers.Conv2DTranspose(filters, 3, strides=2, **settings)(inputs)
+        inputs = keras.layers.UpSampling2D(size=2, interpolation="nearest",
+                                           name=f"feature_upsample_{resolution_label}")(inputs)
+        return keras.layers.Conv2D(filters, 3, **settings)(inputs)
 
     rgb = None
     total_layers = hidden_blocks + 1
