@@ -43,6 +43,12 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / "results" / "quality" / "work",
                         help="the quality bench's work folder (its data are reused)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=None, help="Adam learning rate (default: the preset's)")
+    parser.add_argument("--filters", type=int, default=None, help="generator base filters (default: the preset's)")
+    parser.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the preset's)")
+    parser.add_argument("--downsamplings", type=int, default=None, help="down-sampling stages (default: the preset's)")
+    parser.add_argument("--precision", default="mixed_bfloat16", help="float32 or mixed_bfloat16 (default)")
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
 
     import keras
@@ -57,8 +63,10 @@ def main() -> int:
 
     protocol = quality_protocols.protocols()["cyclegan3d-cpu"]
     protocol.prepare(args.work)
-    config = api.configure("cyclegan3d", preset="cpu", data_dir=str(protocol.train_dir), output_dir="unused")
-    set_precision("mixed_bfloat16")
+    overrides = {key: value for key, value in (("lr", args.lr), ("base_filters", args.filters),
+                 ("n_residual_blocks", args.blocks), ("n_downsamplings", args.downsamplings)) if value is not None}
+    config = api.configure("cyclegan3d", preset="cpu", data_dir=str(protocol.train_dir), output_dir="unused", **overrides)
+    set_precision(args.precision)
     keras.utils.set_random_seed(args.seed)
     multiple = 2 ** int(config.n_downsamplings)
     shape = tuple(-(-max(t1.shape[axis] for t1, _ in protocol.train_pairs) // multiple) * multiple for axis in range(3))
@@ -98,8 +106,9 @@ def main() -> int:
                "train_l1_last50": round(float(np.mean(losses[-50:])), 4), **scores}
         rows.append(row)
         print(json.dumps(row), flush=True)
-    out = args.work.parent / "supervised_probe.json"
-    out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops", "shape": list(shape),
+    out = args.work.parent / f"supervised_probe{'-' + args.tag if args.tag else ''}.json"
+    out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops",
+                               "options": {**overrides, "precision": args.precision}, "shape": list(shape),
                                "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
                               indent=2) + "\n")
     print(f"results: {out}")

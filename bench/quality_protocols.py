@@ -22,7 +22,9 @@ Protocols (one class per task, all evaluated on built-in data that was never tra
   (skimage defaults, data range 1, averaged over the mask; both volumes zero outside) are averaged
   over the held-out subjects. Baselines: the T1 histogram-matched to the subject's T2 inside the
   mask (skimage ``match_histograms``) and a 256-bin intensity look-up table fitted on the training
-  pairs.
+  pairs. Two references that are not methods: the table fitted on the held-out pairs themselves
+  (the ceiling of any voxel-wise mapping) and the held-out T2w before its bias field and noise
+  (``make_paired_subjects(noise_free=True)``: the ceiling of any model).
 * :class:`SuperResolutionProtocol` (cyclegan-sr, 2x on the fibre phantom): a phantom of another
   seed, enhanced whole by ``generate.py``; PSNR (data range of the truth) and SSIM against the
   slow (fine) volume, each prediction mapped by a global least-squares linear fit (raw numbers are
@@ -337,6 +339,11 @@ class TranslationProtocol(Protocol):
             sorted((self.train_dir / "trainA").glob("*.nii*")), sorted((self.train_dir / "trainB").glob("*.nii*")))]
         self.heldout = [(a, _read_nifti(a), _read_nifti(b)) for a, b in zip(
             sorted((self.heldout_dir / "testA").glob("*.nii*")), sorted((self.heldout_dir / "testB").glob("*.nii*")))]
+        self.noise_free_dir = data / f"subjects_heldout_n{self.n_heldout}_noise_free"
+        if not (self.noise_free_dir / "trainB_noise_free").is_dir():
+            shutil.rmtree(self.noise_free_dir, ignore_errors=True)
+            make_paired_subjects(self.noise_free_dir, n_subjects=self.n_heldout, seed=1, name_prefix="heldout",
+                                 noise_free=True)
 
     def _write_heldout(self, cropped: Path, target: Path) -> None:
         """Copy the held-out pairs to testA/testB and add the first one zero-padded beyond every training shape."""
@@ -369,6 +376,20 @@ class TranslationProtocol(Protocol):
     def train_arguments(self, work: Path, run_name: str) -> list[str]:
         return ["cyclegan3d", self.train_dir, work / "runs", "--precision", "mixed_bfloat16", "--name", run_name,
                 "--no-progress", *self.extra]
+
+    def _noise_free_truths(self) -> dict[str, np.ndarray]:
+        """Each held-out T2w before its bias field and noise, on the held-out grid (the ceiling)."""
+        from tfmedgan.io.crop import bounding_box
+
+        truths = {}
+        for path, t1, _ in self.heldout:
+            stem = path.name.split("_T1w")[0].replace("heldout-padded", "heldout-000")
+            raw = _read_nifti(self.noise_free_dir / "trainA" / f"{stem}_T1w.nii.gz")
+            clean = _read_nifti(self.noise_free_dir / "trainB_noise_free" / f"{stem}_T2w.nii.gz")
+            clean = clean[bounding_box(raw > 0)]  # prepare_train_data's crop (margin 0)
+            before = (np.array(t1.shape) - clean.shape) // 2  # the padded copy: centred, as _write_heldout
+            truths[path.name] = np.pad(clean, [(b, w - s - b) for b, w, s in zip(before, t1.shape, clean.shape)])
+        return truths
 
     def _average(self, predictions: dict[str, np.ndarray]) -> dict[str, float]:
         per_subject = {}
@@ -408,7 +429,10 @@ class TranslationProtocol(Protocol):
             oracle_looked_up[path.name] = oracle(t1, mask)
         return {"T1 histogram-matched to T2": self._average(matched),
                 "intensity look-up table": self._average(looked_up),
-                "look-up table fitted on the held-out pairs (oracle)": self._average(oracle_looked_up)}
+                "look-up table fitted on the held-out pairs (oracle)": self._average(oracle_looked_up),
+                # The best any model can do: the true anatomy's T2w, less the truth's own bias field
+                # and noise, which nothing in the T1w predicts.
+                "noise-free T2w (ceiling)": self._average(self._noise_free_truths())}
 
     def figure_metrics(self) -> list[str]:
         return ["psnr", "ssim", "mae", "padded_psnr", "padded_ssim"]

@@ -96,6 +96,22 @@ def test_paired_subjects_deterministic(
     assert not np.array_equal(other_t1, _pair(subjects_folder, 0)[0].get_fdata())
 
 
+def test_paired_subjects_noise_free_t2(subjects_folder: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    """noise_free adds the T2w before bias and noise; the other files stay byte-identical."""
+    folder = subjects.make_paired_subjects(tmp_path, n_subjects=1, seed=0, noise_free=True)
+    for contrast_folder, name in (("trainA", "sub-000_T1w.nii.gz"), ("trainB", "sub-000_T2w.nii.gz")):
+        assert (folder / contrast_folder / name).read_bytes() == (subjects_folder / contrast_folder / name).read_bytes()
+    noisy = _pair(subjects_folder, 0)[1].get_fdata()
+    clean = nib.load(folder / "trainB_noise_free" / "sub-000_T2w.nii.gz").get_fdata()
+    brain = noisy > 0
+    np.testing.assert_array_equal(clean > 0, brain)
+    ratio = noisy[brain] / clean[brain]
+    assert 0.01 < np.std(ratio) < 0.3  # a bias field and noise lie between them
+    assert np.corrcoef(noisy[brain], clean[brain])[0, 1] > 0.9
+    # the noise-free image is smooth: its voxel-to-voxel differences are smaller than the noisy one's
+    assert np.abs(np.diff(clean, axis=0)[brain[1:]]).mean() < np.abs(np.diff(noisy, axis=0)[brain[1:]]).mean()
+
+
 def test_paired_subjects_written_through_io_nifti(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -55,6 +55,7 @@ def make_paired_subjects(
     seed: int = 0,
     resolution_mm: float = 2.0,
     name_prefix: str = "sub",
+    noise_free: bool = False,
 ) -> pathlib.Path:
     """Write co-registered T1w/T2w subject pairs as gzipped NIfTI (CycleGAN ``trainA/trainB``).
 
@@ -76,6 +77,10 @@ def make_paired_subjects(
         seed: Non-negative random seed.
         resolution_mm: 1 (197x233x189 voxels) or 2 (99x117x95 voxels).
         name_prefix: File name prefix, without path separators.
+        noise_free: Also write each T2w image before its bias field and noise, as
+            ``out_dir/trainB_noise_free/<prefix>-000_T2w.nii.gz``: the best any T1w -> T2w model
+            can predict (the quality bench scores it as the ceiling). The other files and the
+            random draws are the same with or without it.
 
     Returns:
         ``out_dir`` as a :class:`pathlib.Path`.
@@ -144,11 +149,15 @@ def make_paired_subjects(
         del coordinates
         _, t2 = synthetic_t1_t2(gm, wm, brain_soft)
 
+        t2_noise_free = (np.clip(t2, 0.0, None) * brain).astype(np.float32)
         t1 = _finish_contrast(rng, t1, brain, BRAINWEB_T1["wm"])
         t2 = _finish_contrast(rng, t2, brain, BRAINWEB_T2["gm"])
 
         name = f"{name_prefix}-{subject:03d}"
-        outputs = ((t1, folder_a / f"{name}_T1w.nii.gz"), (t2, folder_b / f"{name}_T2w.nii.gz"))
+        outputs = [(t1, folder_a / f"{name}_T1w.nii.gz"), (t2, folder_b / f"{name}_T2w.nii.gz")]
+        if noise_free:
+            (out_dir / "trainB_noise_free").mkdir(exist_ok=True)
+            outputs.append((t2_noise_free, out_dir / "trainB_noise_free" / f"{name}_T2w.nii.gz"))
         for data, path in outputs:
             write_volume(path, data, affine, header=header, dtype=np.float32)
     return out_dir
