@@ -352,8 +352,12 @@ def _one_supervised_step(tmp_path, recompute: bool, initial=None, sgd: bool = Fa
     return losses, before, {name: model.get_weights() for name, model in recipe.networks.items()}
 
 
-def test_recompute_gives_the_same_supervised_step(tmp_path):
-    """--recompute (gradient checkpointing of the SIT): same losses and, with SGD(1), same updates."""
+def test_recompute_gives_the_same_supervised_step(tmp_path, monkeypatch):
+    """--recompute (gradient checkpointing of the SIT, the discriminator's first stage in depth
+    slabs): same losses and, with SGD(1), same updates."""
+    from tfmedgan.models.pix2pix_uda import slabs
+
+    monkeypatch.setattr(slabs, "DEFAULT_ROWS_PER_SLAB", 3)  # 3 slabs of the 8 rows at 16^3
 
     def one_step(recompute, initial=None):
         return _one_supervised_step(tmp_path, recompute, initial, sgd=True)
@@ -363,8 +367,15 @@ def test_recompute_gives_the_same_supervised_step(tmp_path):
     assert recomputed_losses == pytest.approx(plain_losses, rel=1e-5)
     changed = 0
     for name in start:
-        for first, a, b in zip(start[name], plain[name], recomputed[name]):
-            np.testing.assert_allclose(b - first, a - first, rtol=1e-4, atol=1e-6)
+        for index, (first, a, b) in enumerate(zip(start[name], plain[name], recomputed[name])):
+            # Convolutions that feed an instance norm have gradients made of terms that cancel
+            # (exactly so for their biases), so rounding differences are amplified there: the
+            # slabs' autodiff of the discriminator's first norm and the layer's closed-form
+            # gradient differ by ~1e-3 of that kernel's update, which reaches the generator's
+            # kernels at ~1e-5 of theirs. A wrong slab boundary would differ by tens of percent.
+            largest = max(np.abs(after - before).max() for before, after in zip(start[name], plain[name]))
+            atol = max(1e-6, (1e-3 if name == "discriminator" and index < 2 else 1e-4) * largest)
+            np.testing.assert_allclose(b - first, a - first, rtol=1e-4, atol=atol, err_msg=f"{name} weight {index}")
             changed += int(np.abs(a - first).max() > 1e-5)
     assert changed > 20
 

@@ -160,3 +160,28 @@ def test_bad_arguments():
     assert build_sit_generator((32, 32, 32, 2), factor=5, filters=2).output_shape == (None, 32, 32, 32, 1)
     with pytest.raises(TfmedganError, match="multiples of 16"):
         build_sit_generator((24, 32, 32, 2), factor=5, filters=2)
+    with pytest.raises(TfmedganError, match="upsample"):
+        build_sit_generator((16, 16, 16, 2), upsample="bilinear")
+
+
+def test_resize_upsampling_same_weight_count_swapped_kernels_no_checkerboard():
+    transposed = build_sit_generator((144, 192, 192, 2))
+    resize = build_sit_generator((144, 192, 192, 2), upsample="resize")
+    assert resize.count_params() == transposed.count_params() == 2_113_953
+    assert resize.output_shape == transposed.output_shape
+    assert transposed.get_layer("layers_0_up").kernel.shape == (3, 3, 3, 8, 64)  # (out, in): transposed
+    assert resize.get_layer("layers_0_up").kernel.shape == (3, 3, 3, 64, 8)
+    assert isinstance(resize.get_layer("layers_0_up_resize"), keras.layers.UpSampling3D)
+    # a constant map through nearest x2 + convolution stays flat inside; the stride-2 transposed
+    # 3-wide convolution gives alternating voxel values (the checkerboard of the early fakes)
+    features = keras.ops.ones((1, 4, 4, 4, 2))
+    for upsample, periodic in (("resize", False), ("transposed", True)):
+        model = build_sit_generator((16, 16, 16, 2), filters=2, final_filters=2, upsample=upsample)
+        layer = model.get_layer("layers_1_up")
+        layer.set_weights([np.ones_like(w) if w.ndim > 1 else np.zeros_like(w) for w in layer.get_weights()])
+        grown = model.get_layer("layers_1_up_resize")(features) if upsample == "resize" else features
+        grown = layer(grown)
+        if upsample == "transposed":
+            grown = model.get_layer("layers_1_up_crop")(grown)
+        interior = np.asarray(grown)[0, 2:-2, 2:-2, 2:-2, 0]
+        assert (interior.std() > 1e-3) == periodic

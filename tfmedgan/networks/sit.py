@@ -50,6 +50,10 @@ from tfmedgan.layers.normalization import InstanceNormalization
 from tfmedgan.layers.scale import ChannelScale
 
 
+#: Up-sampling of the decoder: the original's transposed convolutions, or resize + convolution.
+UPSAMPLE_CHOICES = ("transposed", "resize")
+
+
 def kaiming_normal() -> keras.initializers.Initializer:
     """PyTorch ``kaiming_normal_(a=0, mode='fan_in')``: untruncated N(0, 2 / fan_in)."""
     return keras.initializers.VarianceScaling(scale=2.0, mode="fan_in", distribution="untruncated_normal")
@@ -58,9 +62,11 @@ def kaiming_normal() -> keras.initializers.Initializer:
 class _Builder:
     """Creates the layers of one SIT network (shared choices: dimensions, norm, init)."""
 
-    def __init__(self, spatial_dims: int, norm_epsilon: float) -> None:
+    def __init__(self, spatial_dims: int, norm_epsilon: float, upsample: str = "transposed") -> None:
         self.spatial_dims = spatial_dims
         self.norm_epsilon = norm_epsilon
+        self.upsample = upsample
+        self.resize_class = keras.layers.UpSampling3D if spatial_dims == 3 else keras.layers.UpSampling2D
         self.conv_class = keras.layers.Conv3D if spatial_dims == 3 else keras.layers.Conv2D
         self.transpose_class = (
             keras.layers.Conv3DTranspose if spatial_dims == 3 else keras.layers.Conv2DTranspose
@@ -77,7 +83,11 @@ class _Builder:
         )(x)
 
     def up(self, x, filters: int, name: str):
-        """PyTorch ``ConvTranspose(k3, s2, p1, output_padding=1)``: valid, then drop voxel 0."""
+        """PyTorch ``ConvTranspose(k3, s2, p1, output_padding=1)``: valid, then drop voxel 0;
+        or, with ``upsample="resize"``, nearest x2 then a 3-wide ``"same"`` convolution."""
+        if self.upsample == "resize":
+            x = self.resize_class(size=2, name=f"{name}_resize")(x)
+            return self.conv(x, filters, 3, name)
         full = self.transpose_class(filters, 3, strides=2, padding="valid", name=name, **self._init())(x)
         return self.crop_class(((1, 0),) * self.spatial_dims, name=f"{name}_crop")(full)
 
@@ -117,6 +127,7 @@ def build_sit_generator(
     spatial_dims: int = 3,
     norm_epsilon: float = 1e-5,
     name: str = "sit_generator",
+    upsample: str = "transposed",
 ) -> keras.Model:
     """Build the SIT generator as a functional ``keras.Model``.
 
@@ -131,6 +142,11 @@ def build_sit_generator(
         spatial_dims: 3 (the original) or 2.
         norm_epsilon: Instance-norm epsilon (PyTorch 1e-5).
         name: Model name.
+        upsample: ``"transposed"`` (the original's transposed convolutions, which leave a
+            2-voxel checkerboard in early training) or ``"resize"`` (nearest x2 then a 3-wide
+            convolution: no checkerboard, the same number of weights and the same layer names,
+            but the kernels' in/out axes are swapped, so weights of one kind do not load into
+            the other).
 
     Returns:
         A model mapping ``[batch, D, H, W, input_channels]`` to a float32 sigmoid output
@@ -155,13 +171,15 @@ def build_sit_generator(
             f"need factor >= 2 and positive filters, got factor={factor}, filters={filters}, "
             f"final_filters={final_filters}, output_channels={output_channels}"
         )
+    if upsample not in UPSAMPLE_CHOICES:
+        raise TfmedganError(f"upsample must be one of {UPSAMPLE_CHOICES}, got {upsample!r}")
     multiple = 2 ** (factor - 1)
     bad = [size for size in input_shape[:-1] if size is not None and size % multiple]
     if bad:
         raise TfmedganError(
             f"SIT input sizes must be multiples of {multiple}, got {input_shape[:-1]}"
         )
-    build = _Builder(spatial_dims, norm_epsilon)
+    build = _Builder(spatial_dims, norm_epsilon, upsample)
     inputs = keras.Input(shape=input_shape, name=f"{name}_input")
     x = inputs
     skips = []

@@ -44,6 +44,8 @@ from tfmedgan.engine.distribute import average_loss, global_batch_size
 from tfmedgan.engine.precision import apply_gradient_list, apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.engine.recipe import Recipe
 from tfmedgan.errors import TfmedganError
+from tfmedgan.models.pix2pix_uda import slabs as slab_module
+from tfmedgan.models.pix2pix_uda.slabs import SlabDiscriminator
 from tfmedgan.networks.patchgan_conditional import PERCEPTUAL_LAYERS, PERCEPTUAL_WEIGHTS, build_conditional_patchgan
 from tfmedgan.networks.sit import build_sit_generator
 
@@ -319,10 +321,11 @@ def make_adam(lr: float, beta_1: float, beta_2: float, precision: str) -> keras.
     return wrap_optimizer(keras.optimizers.Adam(lr, beta_1=beta_1, beta_2=beta_2, epsilon=1e-8), precision)
 
 
-def build_generator(filters: int = 64, final_filters: int = 8, factor: int = 4, input_channels: int = 2) -> keras.Model:
+def build_generator(filters: int = 64, final_filters: int = 8, factor: int = 4, input_channels: int = 2,
+                    upsample: str = "transposed") -> keras.Model:
     """The SIT generator on a dynamic spatial shape (rotations change it)."""
     return build_sit_generator((None, None, None, input_channels), 1, filters=filters, factor=factor,
-                               final_filters=final_filters, name="generator")
+                               final_filters=final_filters, name="generator", upsample=upsample)
 
 
 def build_discriminator(base_filters: int = 64, n_layers: int = 1, antialias: bool = True,
@@ -375,6 +378,19 @@ class Pix2PixBase(Recipe):
                 self._generator_call = lambda inputs: generator(inputs, training=True)
         return self._generator_call
 
+    def discriminator_slabs(self) -> SlabDiscriminator | None:
+        """With ``--recompute``: the discriminator with its full-resolution first stage in
+        recomputed depth slabs (:mod:`.slabs`); otherwise None (plain calls)."""
+        if not self.config.recompute:
+            return None
+        if not hasattr(self, "_discriminator_slabs"):
+            slabs = SlabDiscriminator(self.networks["discriminator"], slab_module.DEFAULT_ROWS_PER_SLAB)
+            if slabs.feature_indices != list(PERCEPTUAL_LAYERS):
+                raise TfmedganError(f"the discriminator's features are layers {slabs.feature_indices}, the "
+                                    f"perceptual loss needs {list(PERCEPTUAL_LAYERS)}")
+            self._discriminator_slabs = slabs
+        return self._discriminator_slabs
+
     # -- the supervised step ---------------------------------------------------------------------
     def supervised_step(self, inputs: tf.Tensor, target: tf.Tensor) -> dict[str, tf.Tensor]:
         """One D update then one G update on a paired batch (see the module docstring)."""
@@ -383,6 +399,13 @@ class Pix2PixBase(Recipe):
         g_opt, d_opt = self.optimizers["generator"], self.optimizers["discriminator"]
         total = global_batch_size(tf.shape(inputs)[0])
         forward = self.generator_call()
+        slabs = self.discriminator_slabs()
+
+        def logits_of(target_volume):
+            if slabs is None:
+                return discriminator([inputs, target_volume], training=True)[0]
+            return slabs([inputs, target_volume])[0]
+
         d_variables = discriminator.trainable_variables
         with tf.GradientTape() as g_tape:
             fake = forward(inputs)
@@ -391,24 +414,34 @@ class Pix2PixBase(Recipe):
                 # other (the real pass starts once the fake gradients exist), so only one D pass's
                 # activations are alive at a time; their sum is the gradient of the summed loss.
                 with tf.GradientTape() as d_tape:
-                    fake_logits = discriminator([inputs, tf.stop_gradient(fake)], training=True)[0]
+                    fake_logits = logits_of(tf.stop_gradient(fake))
                     d_fake = average_loss(losses.least_squares(fake_logits, 0.0), total)
                     d_scaled = scale_loss(d_opt, 0.5 * d_fake)
                 fake_gradients = d_tape.gradient(d_scaled, d_variables)
                 with tf.control_dependencies(fake_gradients):
                     real_target = tf.identity(target)
                 with tf.GradientTape() as d_tape:
-                    real_logits = discriminator([inputs, real_target], training=True)[0]
+                    real_logits = logits_of(real_target)
                     d_real = average_loss(losses.least_squares(real_logits, 1.0), total)
                     d_scaled = scale_loss(d_opt, 0.5 * d_real)
                 real_gradients = d_tape.gradient(d_scaled, d_variables)
                 apply_gradient_list(d_opt, [a + b for a, b in zip(fake_gradients, real_gradients)], d_variables)
-                real_features = [tf.stop_gradient(f) for f in discriminator([inputs, target], training=True)[1:]]
-            fake_outputs = discriminator([inputs, fake], training=True)
-            g_gan = average_loss(losses.least_squares(fake_outputs[0], 1.0), total)
+                if slabs is None:
+                    real_features = [tf.stop_gradient(f) for f in discriminator([inputs, target], training=True)[1:]]
+                else:  # feature 0 is compared inside the slabs of the fake's pass
+                    real_features = [tf.stop_gradient(f) for f in slabs([inputs, target])[1]]
+            if slabs is None:
+                fake_outputs = discriminator([inputs, fake], training=True)
+                fake_logits, differences = fake_outputs[0], [
+                    losses.l1_low_memory(f_fake, f_real) for f_fake, f_real in zip(fake_outputs[1:], real_features)]
+            else:
+                fake_logits, fake_features, difference_0 = slabs([inputs, fake], reference=target)
+                differences = [difference_0] + [
+                    losses.l1_low_memory(f_fake, f_real) for f_fake, f_real in zip(fake_features, real_features)]
+            g_gan = average_loss(losses.least_squares(fake_logits, 1.0), total)
             g_l1 = average_loss(losses.l1(fake, target), total)
-            perceptual = tf.add_n([weight * average_loss(losses.l1_low_memory(f_fake, f_real), total) for weight, f_fake, f_real
-                                   in zip(PERCEPTUAL_WEIGHTS, fake_outputs[1:], real_features)])
+            perceptual = tf.add_n([weight * average_loss(difference, total)
+                                   for weight, difference in zip(PERCEPTUAL_WEIGHTS, differences)])
             g_perceptual = config.lambda_perceptual * perceptual
             g_loss = g_gan + config.lambda_l1 * g_l1 + g_perceptual
             g_scaled = scale_loss(g_opt, g_loss)
@@ -680,8 +713,12 @@ def estimate_step_memory(
         weights     = (G + D parameters) x 16 (weights, 2 Adam moments, gradients) + VAE encoder x 4
         data        = 3 x voxels x 5 channels x 4         (the batch and 2 prefetched batches)
         G part      = S_G, or B_G + max_k S_k with --recompute (boundaries + one segment)
-        supervised  = G part + S_D + 2 F + T_D x L_D       (G update: D's pass on the fake, its
+        supervised  = G part + D part
+        D part      = S_D + 2 F + T_D x L_D                (G update: D's pass on the fake, its
                                                            features and the real ones, D's backward)
+                    = S_D - S_1 + 2 (F - F_0) + T_D x (L_1 + L_D / n)   with --recompute: the first stage
+                                                           in n slabs (slabs.py); S_1 what it keeps,
+                                                           F_0 feature 0, L_1 the largest later output
         kl          = G part + S_E + T_E x L_E + 4 x size^3 x 4
                                                           (adaptation: encoder on the fake slices;
                                                            with --recompute only its input is kept)
@@ -714,8 +751,23 @@ def estimate_step_memory(
     try:
         generator, discriminator = _static_networks(filters, final_filters, d_filters, shape)
         features = sum(memory._tensor_bytes(tensor) for tensor in discriminator.outputs[1:])
-        discriminator_part = (memory.saved_activation_bytes(discriminator) + 2 * features
-                              + MEMORY_D_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(discriminator))
+        largest = 4 * memory.largest_activation_elements(discriminator)
+        if recompute:
+            # the first stage in slabs (slabs.py): its full-resolution maps (feature 0, the norm's
+            # output) are never kept whole; its transient is that of one slab
+            layers = {layer.name: layer for layer in discriminator.layers}
+            stage = 4 * (memory._elements(layers["model_1_norm"].output) + memory._elements(layers["model_0_pad"].output))
+            rest = [layer.output for layer in discriminator.layers[[layer.name for layer in discriminator.layers]
+                                                                   .index("model_3_blurpool"):]]
+            largest_rest = 4 * max(memory._elements(tensor) for tensor in rest)
+            slab_rows = int(layers["model_3_blurpool"].output.shape[1])
+            slab_count = math.ceil(slab_rows / slab_module.DEFAULT_ROWS_PER_SLAB)
+            feature_0 = memory._tensor_bytes(discriminator.outputs[1])
+            discriminator_part = (memory.saved_activation_bytes(discriminator) - stage + 2 * (features - feature_0)
+                                  + MEMORY_D_BACKWARD_TRANSIENT * (largest_rest + largest / slab_count))
+        else:
+            discriminator_part = (memory.saved_activation_bytes(discriminator) + 2 * features
+                                  + MEMORY_D_BACKWARD_TRANSIENT * largest)
         if recompute:
             allowed = set(memory.articulation_layers(generator))
             cuts = [name for name in SIT_CHECKPOINTS if name in allowed]

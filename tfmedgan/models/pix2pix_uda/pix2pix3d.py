@@ -34,6 +34,7 @@ from tfmedgan.models.pix2pix_uda.common import (
     sample_brats_root, score_run, translate_cases,
 )
 from tfmedgan.models.spec import Command, ModelSpec, Positional
+from tfmedgan.networks.sit import UPSAMPLE_CHOICES
 
 
 @dataclasses.dataclass
@@ -44,6 +45,8 @@ class Pix2Pix3DConfig(Pix2PixOptions):
         dataset_name: trains on ``ROOT/<dataset_name>_train``, validates on ``..._val``.
         filters: SIT width (``--ngf`` 64); final_filters: channels of its last up-sampling (8).
         d_filters: PatchGAN filters (``--ndf`` 64).
+        upsample: the SIT's up-sampling, ``transposed`` (the original) or ``resize`` (nearest x2
+            + convolution: no checkerboard; same weight count, but not the original's weights).
     """
 
     model = "pix2pix3d"
@@ -51,6 +54,8 @@ class Pix2Pix3DConfig(Pix2PixOptions):
     filters: int = option(64, "generator width (the original --ngf)")
     final_filters: int = option(8, "channels of the generator's last up-sampling")
     d_filters: int = option(64, "discriminator filters of the first convolution (--ndf)")
+    upsample: str = option("transposed", "generator up-sampling: transposed convolutions (the original) or resize "
+                           "(nearest x2 + convolution; no checkerboard)", choices=UPSAMPLE_CHOICES)
     epochs: int = option(120, "number of epochs (the original 50 + 70 decaying)", group=ENGINE_GROUP)
     validate_every: int = option(1, "score ROOT/<name>_val every N epochs (0: never)", group=ENGINE_GROUP)
 
@@ -59,6 +64,8 @@ class Pix2Pix3DConfig(Pix2PixOptions):
         if not self.crop_shape:
             raise TfmedganError("--crop-shape needs three sizes D H W")
         self.check_at_least(1, "filters", "final_filters", "d_filters")
+        if self.upsample not in UPSAMPLE_CHOICES:
+            raise TfmedganError(f"--upsample must be one of {', '.join(UPSAMPLE_CHOICES)}, got {self.upsample!r}")
         if not self.dataset_name or "/" in self.dataset_name:
             raise TfmedganError(f"--dataset-name must be a folder prefix such as domain1, got {self.dataset_name!r}")
 
@@ -104,7 +111,7 @@ class Pix2Pix3DRecipe(Pix2PixBase):
     def build_networks_only(self) -> None:
         config = self.config
         self.networks = {
-            "generator": build_generator(config.filters, config.final_filters),
+            "generator": build_generator(config.filters, config.final_filters, upsample=config.upsample),
             "discriminator": build_discriminator(config.d_filters),
         }
 

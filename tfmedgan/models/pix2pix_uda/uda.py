@@ -185,7 +185,8 @@ def generator_architecture(model: keras.Model, flag: str = "--pretrained") -> di
     return {"filters": int(model.get_layer("layers_in_0_conv").filters),
             "final_filters": int(model.get_layer("layers_0_up").filters),
             "factor": 1 + sum(bool(re.fullmatch(r"layers_in_\d+_conv", name)) for name in names),
-            "input_channels": int(model.inputs[0].shape[-1])}
+            "input_channels": int(model.inputs[0].shape[-1]),
+            "upsample": "resize" if "layers_0_up_resize" in names else "transposed"}
 
 
 def discriminator_architecture(model: keras.Model, flag: str = "--pretrained") -> dict[str, Any]:
