@@ -689,6 +689,9 @@ def protocols() -> dict[str, Protocol]:
         "pix2pix3d": SynthesisProtocol("pix2pix3d", "pix2pix3d", cpu_seconds_per_step=15.0),
         "pix2pix3d-domain2": SynthesisProtocol("pix2pix3d-domain2", "pix2pix3d", cpu_seconds_per_step=15.0,
                                                dataset_name="domain2"),
+        # the SIT with nearest x2 + convolution instead of its transposed convolutions (checkerboard)
+        "pix2pix3d-domain2-resize": SynthesisProtocol("pix2pix3d-domain2-resize", "pix2pix3d", ("--upsample", "resize"),
+                                                      cpu_seconds_per_step=15.0, dataset_name="domain2"),
         "uda": AdaptationProtocol("uda", "uda", cpu_seconds_per_step=30.0),
         # Not the original's 1e-6: does the KL term move the generator towards domain2 when it can move?
         "uda-lr1e-4": AdaptationProtocol("uda-lr1e-4", "uda", ("--lr", "1e-4"), cpu_seconds_per_step=30.0),
