@@ -666,7 +666,7 @@ def protocols() -> dict[str, Protocol]:
         # The 64 px recipe (30 epochs of 9,664 slices, fade_in_base 40) ends at alpha 29/40 = 0.725. On the
         # 256 built-in slices its epochs are 2 steps long and alpha would reach 1 (no 3x3 conv path left in
         # the discriminator's blocks) after 80 steps: --max-alpha keeps the recipe's range of alpha.
-        "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", ("--max-alpha", "0.725"), cpu_seconds_per_step=15.0,
+        "stylegan2": SliceGANProtocol("stylegan2", "stylegan2", ("--max-alpha", "0.725"), cpu_seconds_per_step=2.0,
                                       goals=gan_goals),
         "stylegan2-tanh": SliceGANProtocol("stylegan2-tanh", "stylegan2", ("--output-activation", "tanh", "--max-alpha", "0.725"),
                                            cpu_seconds_per_step=8.0, goals=gan_goals),
@@ -686,12 +686,12 @@ def protocols() -> dict[str, Protocol]:
         # Is the preset's lr 1e-3 the reason its scores fall? The original's 2e-4 with the preset's crops.
         "cyclegan3d-cpu-lr2e-4": TranslationProtocol("cyclegan3d-cpu-lr2e-4", "cyclegan3d", ("--preset", "cpu", "--lr", "2e-4"),
                                                      cpu_seconds_per_step=12.0),
-        "pix2pix3d": SynthesisProtocol("pix2pix3d", "pix2pix3d", cpu_seconds_per_step=15.0),
-        "pix2pix3d-domain2": SynthesisProtocol("pix2pix3d-domain2", "pix2pix3d", cpu_seconds_per_step=15.0,
+        "pix2pix3d": SynthesisProtocol("pix2pix3d", "pix2pix3d", cpu_seconds_per_step=2.0),
+        "pix2pix3d-domain2": SynthesisProtocol("pix2pix3d-domain2", "pix2pix3d", cpu_seconds_per_step=2.0,
                                                dataset_name="domain2"),
         # the SIT with nearest x2 + convolution instead of its transposed convolutions (checkerboard)
         "pix2pix3d-domain2-resize": SynthesisProtocol("pix2pix3d-domain2-resize", "pix2pix3d", ("--upsample", "resize"),
-                                                      cpu_seconds_per_step=15.0, dataset_name="domain2"),
+                                                      cpu_seconds_per_step=2.0, dataset_name="domain2"),
         "uda": AdaptationProtocol("uda", "uda", cpu_seconds_per_step=30.0),
         # Not the original's 1e-6: does the KL term move the generator towards domain2 when it can move?
         "uda-lr1e-4": AdaptationProtocol("uda-lr1e-4", "uda", ("--lr", "1e-4"), cpu_seconds_per_step=30.0),

@@ -59,18 +59,23 @@ SAMPLE_SLICE_SIZE = 64
 #: Calibration constants of :func:`estimate_step_memory` (see its docstring and :data:`MEMORY_FIT`).
 MEMORY_RUNTIME_BYTES = 1.0 * 2**30
 MEMORY_D_BACKWARD_TRANSIENT = 6.0
+MEMORY_D_SLAB_TRANSIENT = 1.0
 MEMORY_E_BACKWARD_TRANSIENT = 3.0
 MEMORY_MIXED_PRECISION_FACTOR = 0.65
+#: With --recompute (discriminator slabs) the peak barely depends on the precision: it is mostly
+#: float32 (norm statistics, the feature L1s, oneDNN's buffers): 4.75 GiB float32, 4.62 bfloat16.
+MEMORY_MIXED_PRECISION_FACTOR_RECOMPUTE = 0.9
 #: Peak RSS (GiB) of one step at 144x192x192 that bench/bench_pix2pix_uda.py measured on a 2-core
 #: CPU machine (batch 1, 256^2 VAE slices), which the constants above were fitted to: (stage,
 #: precision, recompute) -> GiB. Repeated runs of one configuration spread by about 1 GiB (glibc's
-#: heaps; docs/pix2pix_uda.md, "Memory"); these are the latest runs of the current code, the
-#: adaptation step's from session 3.
+#: heaps; docs/pix2pix_uda.md, "Memory"); these are the latest runs of the current code: with
+#: --recompute from session 5 (discriminator slabs), without it from session 4.
 MEMORY_FIT = {
-    ("pretrain", "mixed_bfloat16", True): 12.09,
+    ("pretrain", "mixed_bfloat16", True): 4.62,
     ("pretrain", "mixed_bfloat16", False): 13.42,
-    ("pretrain", "float32", True): 16.10,
-    ("uda", "mixed_bfloat16", True): 13.13,
+    ("pretrain", "float32", True): 4.75,
+    ("uda", "mixed_bfloat16", True): 5.02,
+    ("uda", "float32", True): 4.92,
 }
 
 #: Cut points of the SIT generator for ``--recompute`` (layers after which only one tensor is
@@ -716,7 +721,7 @@ def estimate_step_memory(
         supervised  = G part + D part
         D part      = S_D + 2 F + T_D x L_D                (G update: D's pass on the fake, its
                                                            features and the real ones, D's backward)
-                    = S_D - S_1 + 2 (F - F_0) + T_D x (L_1 + L_D / n)   with --recompute: the first stage
+                    = S_D - S_1 + 2 (F - F_0) + T_S x (L_1 + L_D / n)   with --recompute: the first stage
                                                            in n slabs (slabs.py); S_1 what it keeps,
                                                            F_0 feature 0, L_1 the largest later output
         kl          = G part + S_E + T_E x L_E + 4 x size^3 x 4
@@ -727,7 +732,7 @@ def estimate_step_memory(
 
     ``S_E`` is the encoder's saved activations for ``size`` slices, ``L_E`` its largest layer
     output. The constants ``T_D`` (the discriminator's backward transient, in units of its
-    largest activation), ``T_E`` and ``b`` were fitted to the peaks that
+    largest activation), ``T_S`` (the same for the slab path), ``T_E`` and ``b`` were fitted to the peaks that
     ``bench/bench_pix2pix_uda.py`` measured at 144x192x192 (see :data:`MEMORY_FIT`); the
     bfloat16 factor is far from 0.5 because the instance norms compute in float32 and oneDNN's
     bfloat16 convolutions keep float32 buffers.
@@ -764,7 +769,7 @@ def estimate_step_memory(
             slab_count = math.ceil(slab_rows / slab_module.DEFAULT_ROWS_PER_SLAB)
             feature_0 = memory._tensor_bytes(discriminator.outputs[1])
             discriminator_part = (memory.saved_activation_bytes(discriminator) - stage + 2 * (features - feature_0)
-                                  + MEMORY_D_BACKWARD_TRANSIENT * (largest_rest + largest / slab_count))
+                                  + MEMORY_D_SLAB_TRANSIENT * (largest_rest + largest / slab_count))
         else:
             discriminator_part = (memory.saved_activation_bytes(discriminator) + 2 * features
                                   + MEMORY_D_BACKWARD_TRANSIENT * largest)
@@ -788,7 +793,8 @@ def estimate_step_memory(
     finally:
         keras.mixed_precision.set_global_policy(previous)
     voxels = float(np.prod([int(size) for size in shape]))
-    factor = 1.0 if precision == "float32" else MEMORY_MIXED_PRECISION_FACTOR
+    factor = 1.0 if precision == "float32" else (
+        MEMORY_MIXED_PRECISION_FACTOR_RECOMPUTE if recompute else MEMORY_MIXED_PRECISION_FACTOR)
     estimate = {
         "weights": float(weights),
         "data": 3.0 * voxels * 5 * 4,
