@@ -389,7 +389,8 @@ class Pix2PixBase(Recipe):
         if not self.config.recompute:
             return None
         if not hasattr(self, "_discriminator_slabs"):
-            slabs = SlabDiscriminator(self.networks["discriminator"], slab_module.DEFAULT_ROWS_PER_SLAB)
+            slab_count = slab_module.slab_count_for(self.config.crop_shape, slab_module.DEFAULT_ROWS_PER_SLAB)
+            slabs = SlabDiscriminator(self.networks["discriminator"], slab_count)
             if slabs.feature_indices != list(PERCEPTUAL_LAYERS):
                 raise TfmedganError(f"the discriminator's features are layers {slabs.feature_indices}, the "
                                     f"perceptual loss needs {list(PERCEPTUAL_LAYERS)}")
@@ -766,7 +767,7 @@ def estimate_step_memory(
                                                                    .index("model_3_blurpool"):]]
             largest_rest = 4 * max(memory._elements(tensor) for tensor in rest)
             slab_rows = int(layers["model_3_blurpool"].output.shape[1])
-            slab_count = math.ceil(slab_rows / slab_module.DEFAULT_ROWS_PER_SLAB)
+            slab_count = slab_module.slab_count_for([slab_rows * 2])
             feature_0 = memory._tensor_bytes(discriminator.outputs[1])
             discriminator_part = (memory.saved_activation_bytes(discriminator) - stage + 2 * (features - feature_0)
                                   + MEMORY_D_SLAB_TRANSIENT * (largest_rest + largest / slab_count))

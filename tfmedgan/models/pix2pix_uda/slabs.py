@@ -36,7 +36,7 @@ from tfmedgan.errors import TfmedganError
 from tfmedgan.layers.blurpool import BlurPool
 from tfmedgan.layers.normalization import InstanceNormalization
 
-__all__ = ["SlabDiscriminator", "DEFAULT_ROWS_PER_SLAB"]
+__all__ = ["SlabDiscriminator", "DEFAULT_ROWS_PER_SLAB", "slab_count_for"]
 
 #: Output rows of the first stage per slab: 9 gives 8 slabs at the original 144-deep crop.
 DEFAULT_ROWS_PER_SLAB = 9
@@ -44,12 +44,16 @@ DEFAULT_ROWS_PER_SLAB = 9
 _STAGE = ("model_0_pad", "model_0_conv", "model_1_norm", "model_2_lrelu", "model_3_blurpool")
 
 
-def _reflect(index: int, size: int) -> int:
-    if index < 0:
-        return -index
-    if index > size - 1:
-        return 2 * (size - 1) - index
-    return index
+def slab_count_for(shape: Sequence[int], rows_per_slab: int | None = None) -> int:
+    """Slabs for a crop ``shape`` whose axes may be permuted: about ``rows_per_slab`` (default
+    :data:`DEFAULT_ROWS_PER_SLAB`) output rows each on its shortest axis (8 for 144x192x192)."""
+    rows = DEFAULT_ROWS_PER_SLAB if rows_per_slab is None else int(rows_per_slab)
+    return max(1, math.ceil(min(int(size) for size in shape) / 2 / rows))
+
+
+def _reflect(index: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
+    index = tf.where(index < 0, -index, index)
+    return tf.where(index > size - 1, 2 * (size - 1) - index, index)
 
 
 class SlabDiscriminator:
@@ -59,14 +63,16 @@ class SlabDiscriminator:
     Args:
         discriminator: The conditional PatchGAN (with anti-aliasing and instance norm, the
             original's settings; its feature outputs may be any of the inner layers).
-        rows_per_slab: Output rows of the first stage (half resolution) per slab.
+        slab_count: Number of slabs (static). The slab boundaries follow the input's size, which
+            may be dynamic (the augmentation's rotations swap the crop's axes); every slab must get
+            at least one output row, see :func:`slab_count_for`.
 
     Example:
-        >>> slabs = SlabDiscriminator(discriminator)                        # doctest: +SKIP
+        >>> slabs = SlabDiscriminator(discriminator, slab_count_for([144, 192, 192]))  # doctest: +SKIP
         >>> logits, features, l1_0 = slabs([t2_flair, fake_t1], reference=real_t1)  # doctest: +SKIP
     """
 
-    def __init__(self, discriminator: keras.Model, rows_per_slab: int = DEFAULT_ROWS_PER_SLAB) -> None:
+    def __init__(self, discriminator: keras.Model, slab_count: int) -> None:
         layers = {layer.name: layer for layer in discriminator.layers}
         missing = [name for name in _STAGE if name not in layers]
         if missing:
@@ -81,10 +87,10 @@ class SlabDiscriminator:
             raise TfmedganError("slabs need a reflection-padded blur pool after the first activation")
         if tuple(self.conv.strides) != (1,) * len(self.conv.strides) or self.conv.padding != "valid":
             raise TfmedganError("slabs need the first convolution with stride 1 and 'valid' padding")
-        if int(rows_per_slab) < 1:
-            raise TfmedganError(f"rows_per_slab must be >= 1, got {rows_per_slab!r}")
+        if int(slab_count) < 1:
+            raise TfmedganError(f"slab_count must be >= 1, got {slab_count!r}")
         self.discriminator = discriminator
-        self.rows_per_slab = int(rows_per_slab)
+        self.slab_count = int(slab_count)
         self.pad = int(layers["model_0_pad"].padding[0][0])
         self.kernel = int(self.conv.kernel_size[0])
         self.spatial_dims = len(self.conv.kernel_size)
@@ -146,18 +152,21 @@ class SlabDiscriminator:
         condition, target = inputs
         padded = self._padded(condition, target)
         reference_padded = None if reference is None else tf.stop_gradient(self._padded(condition, reference))
-        depth = padded.shape[1]
-        if depth is None:
-            raise TfmedganError("slabs need a static size of the first spatial axis")
-        rows = depth - self.kernel + 1                 # conv rows (feature 0)
+        shape = tf.shape(padded)
+        rows = shape[1] - self.kernel + 1              # conv rows (feature 0); may be dynamic
         blur = self.blur
-        out_rows = blur._output_size(rows)
-        slabs = [(start, min(start + self.rows_per_slab, out_rows)) for start in range(0, out_rows, self.rows_per_slab)]
-        conv_slabs = [(start, min(start + math.ceil(rows / len(slabs)), rows))
-                      for start in range(0, rows, math.ceil(rows / len(slabs)))]
+        out_rows = (rows + blur.pad_before + blur.pad_after - blur.filter_size) // blur.strides + 1
+        count_n = self.slab_count
+        # balanced boundaries: slab i covers [floor(i n / N), floor((i + 1) n / N)), never empty for N <= n
+        conv_bounds = [(rows * index) // count_n for index in range(count_n + 1)]
+        out_bounds = [(out_rows * index) // count_n for index in range(count_n + 1)]
+        with tf.control_dependencies([tf.debugging.assert_greater_equal(
+                out_rows, count_n, message="the crop is too small for the discriminator's slabs")]):
+            rows = tf.identity(rows)
         axes = list(range(1, self.spatial_dims + 1))
         epsilon = self.norm.epsilon
         compute_dtype = self.norm.compute_dtype
+        count = tf.cast(rows, tf.float32) * tf.cast(tf.reduce_prod(shape[2:-1] - self.kernel + 1), tf.float32)
 
         # pass 1: per-channel sums of feature 0 (and the feature-0 L1 against the reference)
         def sums(rows_in):
@@ -182,10 +191,9 @@ class SlabDiscriminator:
         sums_slab = tf.recompute_grad(sums)
         sums_reference_slab = tf.recompute_grad(sums_and_difference)
         deviations_slab = tf.recompute_grad(deviations)
-        count = float(rows) * math.prod(int(padded.shape[axis]) - self.kernel + 1 for axis in axes[1:])
         previous = None
         totals, differences = [], []
-        for start, stop in conv_slabs:
+        for start, stop in zip(conv_bounds[:-1], conv_bounds[1:]):
             rows_in = padded[:, start:stop + self.kernel - 1]
             if previous is not None:
                 rows_in = after(rows_in, previous)
@@ -198,7 +206,7 @@ class SlabDiscriminator:
             previous = total
         mean = tf.add_n(totals) / count
         squared = []
-        for start, stop in conv_slabs:
+        for start, stop in zip(conv_bounds[:-1], conv_bounds[1:]):
             rows_in = after(padded[:, start:stop + self.kernel - 1], previous)
             previous = deviations_slab(rows_in, mean)
             squared.append(previous)
@@ -206,13 +214,13 @@ class SlabDiscriminator:
 
         # pass 2: the stage's output, slab by slab
         outputs = []
-        for start, stop in slabs:
-            wanted = [_reflect(row - blur.pad_before, rows)
-                      for row in range(start * blur.strides, (stop - 1) * blur.strides + blur.filter_size)]
-            low, high = min(wanted), max(wanted)
+        for start, stop in zip(out_bounds[:-1], out_bounds[1:]):
+            # the activation rows this slab's blur pool reads (reflected at the crop's ends)
+            wanted = _reflect(tf.range(start * blur.strides, (stop - 1) * blur.strides + blur.filter_size)
+                              - blur.pad_before, rows)
+            low, high = tf.reduce_min(wanted), tf.reduce_max(wanted)
             rows_in = after(padded[:, low:high + self.kernel], previous)
-            gather = tf.constant([row - low for row in wanted], tf.int32)
-            previous = tf.recompute_grad(lambda r, m, s, g=gather: stage(r, m, s, g))(rows_in, mean, scale)
+            previous = tf.recompute_grad(stage)(rows_in, mean, scale, wanted - low)
             outputs.append(previous)
         x = tf.concat(outputs, axis=1) if len(outputs) > 1 else outputs[0]
 
@@ -224,6 +232,5 @@ class SlabDiscriminator:
                 features[int(parts[1])] = x
         l1_0 = None
         if reference is not None:
-            per_element = float(count) * int(self.conv.filters)
-            l1_0 = tf.add_n(differences) / per_element
+            l1_0 = tf.add_n(differences) / (count * float(self.conv.filters))
         return x, [features[index] for index in self.feature_indices if index != 0], l1_0
