@@ -69,10 +69,12 @@ MEMORY_MIXED_PRECISION_FACTOR_RECOMPUTE = 0.9
 #: CPU machine (batch 1, 256^2 VAE slices), which the constants above were fitted to: (stage,
 #: precision, recompute) -> GiB. Repeated runs of one configuration spread by about 1 GiB (glibc's
 #: heaps; docs/pix2pix_uda.md, "Memory"); these are the latest runs of the current code: with
-#: --recompute from session 5 (discriminator slabs), without it from session 4.
+#: --recompute (discriminator slabs) and without it, session 5. Float32 without --recompute needs
+#: more than 20 GiB (killed by the kernel on this 23 GiB machine; estimate 18.3).
 MEMORY_FIT = {
     ("pretrain", "mixed_bfloat16", True): 4.62,
-    ("pretrain", "mixed_bfloat16", False): 13.42,
+    ("pretrain", "mixed_bfloat16", False): 14.13,
+    ("uda", "mixed_bfloat16", False): 15.25,
     ("pretrain", "float32", True): 4.75,
     ("uda", "mixed_bfloat16", True): 5.02,
     ("uda", "float32", True): 4.92,
