@@ -110,15 +110,19 @@ class BlurPool(keras.layers.Layer):
         return (padded - self.filter_size) // self.strides + 1
 
     def call(self, inputs):
-        rank = self.spatial_dims + 2
         if self.pad_before or self.pad_after:
             paddings = [[0, 0]] + [[self.pad_before, self.pad_after]] * self.spatial_dims + [[0, 0]]
             inputs = tf.pad(inputs, paddings, mode="REFLECT" if self.pad_mode == "reflect" else "CONSTANT")
+        return self.filter_padded(inputs)
+
+    def filter_padded(self, inputs):
+        """Low-pass and sub-sample an input that is already padded (the part of :meth:`call`
+        after the padding; also used on slabs whose padding is assembled elsewhere)."""
         if self.filter_size == 1:
             step = [slice(None)] + [slice(None, None, self.strides)] * self.spatial_dims + [slice(None)]
             return inputs[tuple(step)]
         # binomial(n) = n - 1 successive 2-tap box filters; the last one also sub-samples
-        pool = tf.nn.avg_pool3d if rank == 5 else tf.nn.avg_pool2d
+        pool = tf.nn.avg_pool3d if self.spatial_dims == 3 else tf.nn.avg_pool2d
         outputs = inputs
         for index in range(self.filter_size - 1):
             last = index == self.filter_size - 2

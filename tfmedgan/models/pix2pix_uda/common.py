@@ -44,8 +44,7 @@ from tfmedgan.engine.distribute import average_loss, global_batch_size
 from tfmedgan.engine.precision import apply_gradient_list, apply_gradients, scale_loss, wrap_optimizer
 from tfmedgan.engine.recipe import Recipe
 from tfmedgan.errors import TfmedganError
-from tfmedgan.models.pix2pix_uda import slabs as slab_module
-from tfmedgan.models.pix2pix_uda.slabs import SlabDiscriminator
+from tfmedgan.models.pix2pix_uda.slabs import SlabDiscriminator, slab_count_for
 from tfmedgan.networks.patchgan_conditional import PERCEPTUAL_LAYERS, PERCEPTUAL_WEIGHTS, build_conditional_patchgan
 from tfmedgan.networks.sit import build_sit_generator
 
@@ -393,8 +392,7 @@ class Pix2PixBase(Recipe):
         if not self.config.recompute:
             return None
         if not hasattr(self, "_discriminator_slabs"):
-            slab_count = slab_module.slab_count_for(self.config.crop_shape, slab_module.DEFAULT_ROWS_PER_SLAB)
-            slabs = SlabDiscriminator(self.networks["discriminator"], slab_count)
+            slabs = SlabDiscriminator(self.networks["discriminator"], slab_count_for(self.config.crop_shape))
             if slabs.feature_indices != list(PERCEPTUAL_LAYERS):
                 raise TfmedganError(f"the discriminator's features are layers {slabs.feature_indices}, the "
                                     f"perceptual loss needs {list(PERCEPTUAL_LAYERS)}")
@@ -767,11 +765,10 @@ def estimate_step_memory(
             # output) are never kept whole; its transient is that of one slab
             layers = {layer.name: layer for layer in discriminator.layers}
             stage = 4 * (memory._elements(layers["model_1_norm"].output) + memory._elements(layers["model_0_pad"].output))
-            rest = [layer.output for layer in discriminator.layers[[layer.name for layer in discriminator.layers]
-                                                                   .index("model_3_blurpool"):]]
-            largest_rest = 4 * max(memory._elements(tensor) for tensor in rest)
-            slab_rows = int(layers["model_3_blurpool"].output.shape[1])
-            slab_count = slab_module.slab_count_for([slab_rows * 2])
+            names = [layer.name for layer in discriminator.layers]
+            largest_rest = 4 * max(memory._elements(layer.output)
+                                   for layer in discriminator.layers[names.index("model_3_blurpool"):])
+            slab_count = slab_count_for(shape)
             feature_0 = memory._tensor_bytes(discriminator.outputs[1])
             discriminator_part = (memory.saved_activation_bytes(discriminator) - stage + 2 * (features - feature_0)
                                   + MEMORY_D_SLAB_TRANSIENT * (largest_rest + largest / slab_count))

@@ -51,6 +51,13 @@ def slab_count_for(shape: Sequence[int], rows_per_slab: int | None = None) -> in
     return max(1, math.ceil(min(int(size) for size in shape) / 2 / rows))
 
 
+def _pytorch_index(layer: keras.layers.Layer) -> int | None:
+    """The PyTorch index of a discriminator layer named ``model_<index>_<kind>`` (None for the
+    paddings, which share their convolution's index, and for other layers)."""
+    parts = layer.name.split("_")
+    return int(parts[1]) if parts[0] == "model" and parts[-1] != "pad" else None
+
+
 def _reflect(index: tf.Tensor, size: tf.Tensor) -> tf.Tensor:
     index = tf.where(index < 0, -index, index)
     return tf.where(index > size - 1, 2 * (size - 1) - index, index)
@@ -101,11 +108,8 @@ class SlabDiscriminator:
 
     def _feature_indices(self) -> list[int]:
         """PyTorch indices of the model's feature outputs (matched by tensor identity)."""
-        by_tensor = {}
-        for layer in self.discriminator.layers:
-            parts = layer.name.split("_")
-            if parts[0] == "model" and parts[-1] != "pad":
-                by_tensor[id(layer.output)] = int(parts[1])
+        by_tensor = {id(layer.output): _pytorch_index(layer) for layer in self.discriminator.layers
+                     if _pytorch_index(layer) is not None}
         return [by_tensor[id(tensor)] for tensor in self.discriminator.outputs[1:]]
 
     # -- slab functions ----------------------------------------------------------------------------
@@ -122,12 +126,7 @@ class SlabDiscriminator:
         """The blur pool of rows already gathered (and reflected) along axis 1."""
         blur = self.blur
         paddings = [[0, 0], [0, 0]] + [[blur.pad_before, blur.pad_after]] * (self.spatial_dims - 1) + [[0, 0]]
-        outputs = tf.pad(activated, paddings, mode="REFLECT")
-        pool = tf.nn.avg_pool3d if self.spatial_dims == 3 else tf.nn.avg_pool2d
-        for index in range(blur.filter_size - 1):
-            last = index == blur.filter_size - 2
-            outputs = pool(outputs, ksize=2, strides=blur.strides if last else 1, padding="VALID")
-        return outputs
+        return blur.filter_padded(tf.pad(activated, paddings, mode="REFLECT"))
 
     # -- the call ----------------------------------------------------------------------------------
     def __call__(
@@ -227,9 +226,8 @@ class SlabDiscriminator:
         features = {3: x}
         for layer in self.rest:
             x = layer(x)
-            parts = layer.name.split("_")
-            if parts[0] == "model" and parts[-1] != "pad":
-                features[int(parts[1])] = x
+            if _pytorch_index(layer) is not None:
+                features[_pytorch_index(layer)] = x
         l1_0 = None
         if reference is not None:
             l1_0 = tf.add_n(differences) / (count * float(self.conv.filters))
