@@ -47,6 +47,8 @@ def main() -> int:
     parser.add_argument("--filters", type=int, default=None, help="generator base filters (default: the preset's)")
     parser.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the preset's)")
     parser.add_argument("--downsamplings", type=int, default=None, help="down-sampling stages (default: the preset's)")
+    parser.add_argument("--norm", choices=("channel", "none"), default="channel",
+                        help="generator normalisation: instance norm per channel (the preset) or none")
     parser.add_argument("--precision", default="mixed_bfloat16", help="float32 or mixed_bfloat16 (default)")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
@@ -72,7 +74,8 @@ def main() -> int:
     shape = tuple(-(-max(t1.shape[axis] for t1, _ in protocol.train_pairs) // multiple) * multiple for axis in range(3))
     crop = tuple(int(size) for size in config.patch)
     generator = build_resnet_generator((None, None, None, 1), config.base_filters, config.n_downsamplings,
-                                       config.n_residual_blocks, norm=config.norm, upsample=config.upsample)
+                                       config.n_residual_blocks, norm=None if args.norm == "none" else config.norm,
+                                       upsample=config.upsample)
     optimizer = keras.optimizers.Adam(config.lr, beta_1=config.beta_1)
     pairs = [(scale_to_unit_range(pad_or_crop_center(t1, shape)[0]), scale_to_unit_range(pad_or_crop_center(t2, shape)[0]))
              for t1, t2 in protocol.train_pairs]
@@ -108,7 +111,7 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     out = args.work.parent / f"supervised_probe{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops",
-                               "options": {**overrides, "precision": args.precision}, "shape": list(shape),
+                               "options": {**overrides, "precision": args.precision, "norm": args.norm}, "shape": list(shape),
                                "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
                               indent=2) + "\n")
     print(f"results: {out}")

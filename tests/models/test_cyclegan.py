@@ -331,6 +331,25 @@ def test_patch_and_resize_upsampling_train_on_crops_and_translate_on_crop_window
         tiny(data, tmp_path, upsample="bilinear").validate()
 
 
+def test_norm_none_trains_both_networks_without_instance_norm(tmp_path):
+    from tfmedgan.layers import InstanceNormalization
+
+    data = write_tiny_dataset(tmp_path / "data")
+    config = tiny(data, tmp_path, name="plain", patch=[8, 8, 8], upsample="resize", norm="none", epochs=1)
+    config.validate()
+    run, summary = launch(CycleGAN3DRecipe(config), progress=False)
+    assert summary["steps"] == 4
+    for name in ("generator_a2b", "discriminator_b"):
+        network = keras.models.load_model(run.models / f"{name}.keras")
+        assert not [layer for layer in network.layers if isinstance(layer, InstanceNormalization)]
+    rows = read_losses(run)
+    losses = [float(row[key]) for row in rows for key in ("cycle_a", "cycle_b", "supervised_a", "supervised_b")
+              if key in row]
+    assert len(losses) >= 2 * len(rows) == 8 and np.isfinite(losses).all()
+    with pytest.raises(TfmedganError, match="--norm must be channel, zslice or none"):
+        tiny(data, tmp_path, norm="batch").validate()
+
+
 def test_cpu_preset_is_opt_in_and_the_defaults_stay_the_original():
     from tfmedgan.models.cyclegan3d import MODEL
 

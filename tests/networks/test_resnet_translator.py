@@ -217,3 +217,21 @@ def test_resize_upsampling_keeps_names_changes_kernel_shapes_and_has_no_checkerb
         assert (interior.std() > 1e-3) == periodic
     with pytest.raises(TfmedganError, match="upsample"):
         build_resnet_generator((16, 16, 16, 1), base_filters=4, upsample="bilinear")
+
+
+def test_without_norm_the_output_depends_on_absolute_intensity():
+    """Instance norm makes the generator blind to an affine change of its input's intensities
+    (the reason ``norm=None`` exists: a T1w -> T2w mapping depends on them); without it the output
+    follows the input's level and there are no norm weights."""
+    keras.utils.set_random_seed(3)
+    volume = np.random.default_rng(1).uniform(0.0, 1.0, (1, 16, 16, 16, 1)).astype("float32")
+    brighter = 2.0 * volume + 0.5
+    normalised = build_resnet_generator((16, 16, 16, 1), base_filters=8)
+    plain = build_resnet_generator((16, 16, 16, 1), base_filters=8, norm=None)
+    assert not _norm_lengths(plain)
+    # gamma and beta of the stem (8), down1 (16), two residual norms (16 each) and up1 (8)
+    assert normalised.count_params() - plain.count_params() == 2 * (8 + 16 + 16 + 16 + 8)
+    normalised_change = np.abs(normalised(brighter).numpy() - normalised(volume).numpy()).max()
+    plain_change = np.abs(plain(brighter).numpy() - plain(volume).numpy()).max()
+    assert normalised_change < 1e-3
+    assert plain_change > 100 * max(normalised_change, 1e-5)

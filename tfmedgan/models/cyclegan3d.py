@@ -63,8 +63,10 @@ class CycleGAN3DConfig(EngineConfig):
         data_dir: folder holding ``trainA``/``trainB`` (and optionally ``testA``/``testB``) NIfTIs.
         shape: model input spatial shape ``[x, y, z]``; empty = the largest training volume shape
             rounded up to a shape the generator accepts. Given shapes are rounded up the same way.
-        norm: instance normalisation ``channel`` (per channel, intended) or ``zslice`` (per index
-            of the last spatial axis, the original's keras-contrib ``axis=3`` quirk).
+        norm: instance normalisation ``channel`` (per channel, intended), ``zslice`` (per index
+            of the last spatial axis, the original's keras-contrib ``axis=3`` quirk) or ``none``
+            (not the original: no normalisation in either network; instance norm of a crop
+            removes the absolute intensity that a T1w -> T2w mapping depends on).
         base_filters, n_downsamplings, n_residual_blocks: generator size (original 32, 1, 1).
         preset: ``""``, ``gan_3d`` (the deeper GAN_3D.py networks) or ``cpu`` (not the original:
             ``--upsample resize --patch 48 48 48`` for CPU-scale runs); explicit options win.
@@ -94,7 +96,8 @@ class CycleGAN3DConfig(EngineConfig):
     shape: list[int] = option(help="model input shape X Y Z (rounded up to a valid shape; default: largest "
                               "training volume, rounded up)", nargs=3, type=int, metavar=("X", "Y", "Z"),
                               default_factory=list)
-    norm: str = option("channel", "instance norm per channel, or per Z slice (the original)", choices=("channel", "zslice"))
+    norm: str = option("channel", "instance norm per channel, per Z slice (the original), or none (keeps absolute "
+                       "intensities)", choices=("channel", "zslice", "none"))
     base_filters: int = option(32, "generator filters of the first convolution")
     n_downsamplings: int = option(1, "generator down-/up-sampling stages")
     n_residual_blocks: int = option(1, "generator residual blocks")
@@ -128,10 +131,15 @@ class CycleGAN3DConfig(EngineConfig):
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
 
+    @property
+    def network_norm(self) -> str | None:
+        """The builders' ``norm`` argument: ``None`` for ``--norm none``."""
+        return None if self.norm == "none" else self.norm
+
     def validate(self) -> None:
         super().validate()
-        if self.norm not in ("channel", "zslice"):
-            raise TfmedganError(f"--norm must be channel or zslice, got {self.norm!r}")
+        if self.norm not in ("channel", "zslice", "none"):
+            raise TfmedganError(f"--norm must be channel, zslice or none, got {self.norm!r}")
         if self.preset not in ("", *PRESETS):
             raise TfmedganError(f"--preset must be one of {', '.join(PRESETS)} (or empty), got {self.preset!r}")
         if self.shape and (len(self.shape) != 3 or any(int(size) < 1 for size in self.shape)):
@@ -427,7 +435,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         config = self.config
         return build_resnet_generator(
             self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-            norm=config.norm, name=name, upsample=config.upsample,
+            norm=config.network_norm, name=name, upsample=config.upsample,
         )
 
     def checkpoint_boundaries(self, name: str) -> list[str]:
@@ -447,7 +455,7 @@ class CycleGAN3DRecipe(CycleGANBase):
     def build_discriminator(self, name: str) -> keras.Model:
         config = self.config
         return build_patchgan_discriminator(
-            self._network_input_shape(), base_filters=config.d_filters, n_layers=config.d_layers, norm=config.norm, name=name
+            self._network_input_shape(), base_filters=config.d_filters, n_layers=config.d_layers, norm=config.network_norm, name=name
         )
 
     # -- dry run ---------------------------------------------------------------------------------
@@ -540,9 +548,9 @@ def estimate_training_memory(config: CycleGAN3DConfig, shape: tuple[int, int, in
     keras.mixed_precision.set_global_policy("float32")
     try:
         generator = build_resnet_generator(spatial, config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-                                           norm=config.norm)
+                                           norm=config.network_norm)
         discriminator = build_patchgan_discriminator(spatial, base_filters=config.d_filters, n_layers=config.d_layers,
-                                                     norm=config.norm)
+                                                     norm=config.network_norm)
         saved_generator = memory.saved_activation_bytes(generator)
         saved_discriminator = memory.saved_activation_bytes(discriminator)
         transient = MEMORY_BACKWARD_TRANSIENT * 4 * memory.largest_activation_elements(generator)

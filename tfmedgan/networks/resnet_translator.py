@@ -32,7 +32,9 @@ from tfmedgan.layers.padding import ReflectionPadding
 #: Reflection padding (voxels per side) before the first and the last 7-wide convolution.
 REFLECTION_PADDING = 3
 
-NORM_CHOICES = ("channel", "zslice")
+#: ``None``: no normalisation (not the original; keeps the absolute intensity an intensity
+#: translation needs, see docs/faithfulness.md).
+NORM_CHOICES = ("channel", "zslice", None)
 
 #: Up-sampling of the decoder stages: ``transposed`` (stride-2 transposed convolution, the
 #: original's default) or ``resize`` (nearest-neighbour x2 then reflection pad 1 and a 3-wide
@@ -296,7 +298,8 @@ def build_resnet_generator(
         n_residual_blocks: Residual blocks at the lowest resolution.
         norm: ``"channel"`` (standard instance norm, gamma/beta per channel) or ``"zslice"``
             (the original's normalisation per index of the last spatial axis, needed to load the
-            seed-000 weights).
+            seed-000 weights) or ``None`` (no normalisation, not the original: instance norm of a
+            crop removes its absolute intensity, which an intensity translation needs).
         output_channels: Channels of the output image.
         norm_epsilon: Epsilon of the instance normalisation (original: 1e-5).
         norm_epsilon_mode: ``"std"`` (keras-contrib, divide by std + eps) or ``"variance"``
@@ -337,6 +340,8 @@ def build_resnet_generator(
     upsampling = keras.layers.UpSampling3D if spatial_dims == 3 else keras.layers.UpSampling2D
 
     def normalise(tensor, layer_name):
+        if norm is None:
+            return tensor
         return InstanceNormalization(
             axis_mode=norm, epsilon=norm_epsilon, epsilon_mode=norm_epsilon_mode, name=layer_name
         )(tensor)
