@@ -346,6 +346,10 @@ def test_norm_none_trains_both_networks_without_instance_norm(tmp_path):
     losses = [float(row[key]) for row in rows for key in ("cycle_a", "cycle_b", "supervised_a", "supervised_b")
               if key in row]
     assert len(losses) >= 2 * len(rows) == 8 and np.isfinite(losses).all()
+    from tfmedgan.inference.volumes import TRAINING_PATCH_ATTRIBUTE, load_translator
+
+    translator, _ = load_translator(run.path)  # no global statistics: one pass, no windows
+    assert getattr(translator, TRAINING_PATCH_ATTRIBUTE, None) is None
     with pytest.raises(TfmedganError, match="--norm must be channel, zslice or none"):
         tiny(data, tmp_path, norm="batch").validate()
 

@@ -107,18 +107,20 @@ INPUT_MULTIPLE_ATTRIBUTE = "tfmedgan_input_multiple"
 
 #: Attribute of a loaded translator trained on random crops (``--patch``): the crop shape. Such a
 #: network is run on overlapping windows of that shape, because its instance norm learnt the
-#: statistics of crops, not of a whole volume with its wide background.
+#: statistics of crops, not of a whole volume with its wide background. Not set for a network
+#: without normalisation (``--norm none``): it sees no global statistics, so one pass is exact.
 TRAINING_PATCH_ATTRIBUTE = "tfmedgan_training_patch"
 
 
 def mark_translator(model: keras.Model, config) -> keras.Model:
     """Record on a cyclegan3d generator how it was trained: the size multiple of its input sides
-    and, for a ``--patch`` run, the crop shape that :func:`translate_volume` uses as its window."""
+    and, for a ``--patch`` run with instance norm, the crop shape that :func:`translate_volume`
+    uses as its window."""
     from tfmedgan.networks.resnet_translator import valid_input_shape
 
     setattr(model, INPUT_MULTIPLE_ATTRIBUTE, 2 ** int(config.n_downsamplings))
     patch = getattr(config, "patch", None)
-    if patch:
+    if patch and getattr(config, "norm", "channel") != "none":
         shape = valid_input_shape([int(size) for size in patch], int(config.n_downsamplings))
         setattr(model, TRAINING_PATCH_ATTRIBUTE, tuple(min(int(p), int(s)) for p, s in zip(shape, config.shape)))
     return model

@@ -150,7 +150,7 @@ class CycleGAN3DConfig(EngineConfig):
         if self.patch and (len(self.patch) != 3 or any(int(size) < 1 for size in self.patch)):
             raise TfmedganError(f"--patch needs three positive sizes X Y Z, got {self.patch}")
         if self.patch and self.norm == "zslice":
-            raise TfmedganError("--patch needs --norm channel (zslice normalisation ties the network to the Z size)")
+            raise TfmedganError("--patch needs --norm channel or none (zslice normalisation ties the network to the Z size)")
         if self.discriminator_steps not in (1, 2):
             raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
