@@ -51,6 +51,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": dict(upsample="resize", patch=[48, 48, 48]),
 }
 
+#: ``--norm`` values: instance norm per channel, per Z slice (the original's), or none.
+NORM_OPTIONS = ("channel", "zslice", "none")
+
 # salts of the stateless random draws of a step
 _SALT_POOL_A, _SALT_POOL_B = 11, 21
 
@@ -97,7 +100,7 @@ class CycleGAN3DConfig(EngineConfig):
                               "training volume, rounded up)", nargs=3, type=int, metavar=("X", "Y", "Z"),
                               default_factory=list)
     norm: str = option("channel", "instance norm per channel, per Z slice (the original), or none (keeps absolute "
-                       "intensities)", choices=("channel", "zslice", "none"))
+                       "intensities)", choices=NORM_OPTIONS)
     base_filters: int = option(32, "generator filters of the first convolution")
     n_downsamplings: int = option(1, "generator down-/up-sampling stages")
     n_residual_blocks: int = option(1, "generator residual blocks")
@@ -138,7 +141,7 @@ class CycleGAN3DConfig(EngineConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.norm not in ("channel", "zslice", "none"):
+        if self.norm not in NORM_OPTIONS:
             raise TfmedganError(f"--norm must be channel, zslice or none, got {self.norm!r}")
         if self.preset not in ("", *PRESETS):
             raise TfmedganError(f"--preset must be one of {', '.join(PRESETS)} (or empty), got {self.preset!r}")
