@@ -49,6 +49,8 @@ def main() -> int:
     parser.add_argument("--downsamplings", type=int, default=None, help="down-sampling stages (default: the preset's)")
     parser.add_argument("--norm", choices=("channel", "none"), default="channel",
                         help="generator normalisation: instance norm per channel (the preset) or none")
+    parser.add_argument("--scale", choices=("minmax", "median"), default="minmax",
+                        help="volume scaling to [-1, 1]: min-max (the original) or x / (4 x brain median), clipped")
     parser.add_argument("--precision", default="mixed_bfloat16", help="float32 or mixed_bfloat16 (default)")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
@@ -77,6 +79,12 @@ def main() -> int:
                                        config.n_residual_blocks, norm=None if args.norm == "none" else config.norm,
                                        upsample=config.upsample)
     optimizer = keras.optimizers.Adam(config.lr, beta_1=config.beta_1)
+    if args.scale == "median":
+        def scale_to_unit_range(volume):  # noqa: F811  (the probe's alternative scaling)
+            median = float(np.median(volume[volume > 0]))
+            return (2.0 * np.clip(volume / (4.0 * median), 0.0, 1.0) - 1.0).astype(np.float32)
+        import tfmedgan.inference.volumes as volumes
+        volumes.scale_to_unit_range = scale_to_unit_range
     pairs = [(scale_to_unit_range(pad_or_crop_center(t1, shape)[0]), scale_to_unit_range(pad_or_crop_center(t2, shape)[0]))
              for t1, t2 in protocol.train_pairs]
     rng = np.random.default_rng(args.seed)
@@ -111,7 +119,7 @@ def main() -> int:
         print(json.dumps(row), flush=True)
     out = args.work.parent / f"supervised_probe{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops",
-                               "options": {**overrides, "precision": args.precision, "norm": args.norm}, "shape": list(shape),
+                               "options": {**overrides, "precision": args.precision, "norm": args.norm, "scale": args.scale}, "shape": list(shape),
                                "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
                               indent=2) + "\n")
     print(f"results: {out}")
