@@ -48,7 +48,8 @@ def main() -> int:
     parser.add_argument("--blocks", type=int, default=None, help="residual blocks (default: the preset's)")
     parser.add_argument("--downsamplings", type=int, default=None, help="down-sampling stages (default: the preset's)")
     parser.add_argument("--norm", choices=("channel", "none"), default="channel",
-                        help="generator normalisation: instance norm per channel (the preset) or none")
+                        help="generator normalisation: instance norm per channel (the original's; the default "
+                             "here, as in the earlier probes) or none (--preset cpu since session 8)")
     parser.add_argument("--scale", choices=("minmax", "median"), default="minmax",
                         help="volume scaling to [-1, 1]: min-max (the original) or x / (4 x brain median), clipped")
     parser.add_argument("--precision", default="mixed_bfloat16", help="float32 or mixed_bfloat16 (default)")

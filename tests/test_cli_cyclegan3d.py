@@ -147,6 +147,11 @@ def test_dry_run_prints_memory_estimate(tmp_path, capsys):
     assert main(["cyclegan3d", "unused", str(tmp_path / "out"), "--preset", "gan_3d", "--shape", "92", "108", "84", "--dry-run"]) == 0
     deep = json.loads(capsys.readouterr().out)
     assert (deep["n_downsamplings"], deep["n_residual_blocks"], deep["d_layers"], deep["norm"]) == (2, 8, 3, "zslice")
+    for extra, norm in (((), "none"), (("--norm", "channel"), "channel")):  # an explicit --norm beats the preset
+        assert main(["cyclegan3d", "unused", str(tmp_path / "out"), "--preset", "cpu", "--shape", "64", "64", "64",
+                     *extra, "--dry-run"]) == 0
+        cpu = json.loads(capsys.readouterr().out)
+        assert (cpu["norm"], cpu["patch"], cpu["upsample"]) == (norm, [48, 48, 48], "resize")
     assert not (tmp_path / "out").exists()
 
 
