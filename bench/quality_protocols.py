@@ -708,6 +708,9 @@ def protocols() -> dict[str, Protocol]:
         "cyclegan3d-cpu-nonorm-patch32-decay": TranslationProtocol("cyclegan3d-cpu-nonorm-patch32-decay", "cyclegan3d", (
             "--preset", "cpu", "--norm", "none", "--patch", "32", "32", "32", "--epochs", "250", "--decay-epoch", "125"),
             cpu_seconds_per_step=2.0),
+        # --ema (session 8): the generators' weights averaged over the last steps (decay n/(n+9), at most 0.99)
+        "cyclegan3d-cpu-ema": TranslationProtocol("cyclegan3d-cpu-ema", "cyclegan3d", ("--preset", "cpu", "--ema", "0.99"),
+                                                  cpu_seconds_per_step=5.0),
         # Is the preset's lr 1e-3 the reason its scores fall? The original's 2e-4 with the preset's crops.
         "cyclegan3d-cpu-lr2e-4": TranslationProtocol("cyclegan3d-cpu-lr2e-4", "cyclegan3d",
                                                      ("--preset", "cpu", "--norm", "channel", "--lr", "2e-4"),

@@ -97,6 +97,8 @@ class EngineConfig:
     log_every: int = option(1, "write a losses.csv row every N steps", group=ENGINE_GROUP)
     max_steps: int = option(0, "stop after N steps in total (0: no limit)", group=ENGINE_GROUP)
     validate_every: int = option(0, "run the model's validation every N epochs (0: never)", group=ENGINE_GROUP)
+    ema: float = option(0.0, "keep an exponential moving average of the generators' weights with this decay "
+                        "(e.g. 0.99; 0: off): the exported models, samples and validation use it", group=ENGINE_GROUP)
 
     model: ClassVar[str] = "base"
     #: Keys of older config.json files and the fields that replaced them.
@@ -115,6 +117,8 @@ class EngineConfig:
         if not 0 <= self.seed < 2**31:
             raise TfmedganError(f"--seed must be in [0, 2^31), got {self.seed}")
         self.check_at_least(0, "checkpoint_steps", "max_steps", "validate_every")
+        if not 0.0 <= self.ema < 1.0:
+            raise TfmedganError(f"--ema must be in [0, 1) (0: off), got {self.ema}")
 
     def check_at_least(self, minimum: float, *fields: str) -> None:
         """Raise a one-line error naming the first of ``fields`` below ``minimum``."""

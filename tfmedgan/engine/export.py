@@ -67,6 +67,7 @@ def load_network(
     recipe.build_networks_only()
     if name not in recipe.networks:
         raise TfmedganError(f"{run_dir} has no network called {name!r} (has {', '.join(recipe.networks)})")
-    ckpt.restore_newest_valid(run_dir / "checkpoints", {f"network.{name}": recipe.networks[name].variables},
-                              quarantine=False)
+    # with --ema the checkpoint also holds the averaged weights, which the export would have saved
+    group = f"ema.{name}" if values.get("ema") and name in getattr(recipe, "averaged_networks", ()) else f"network.{name}"
+    ckpt.restore_newest_valid(run_dir / "checkpoints", {group: recipe.networks[name].variables}, quarantine=False)
     return recipe.networks[name]

@@ -18,6 +18,7 @@ from tfmedgan.engine.precision import set_precision
 from tfmedgan.engine.rundir import RunDirectory
 from tfmedgan.engine.recipe import Recipe
 from tfmedgan.engine.trainer import Trainer
+from tfmedgan.errors import TfmedganError
 
 
 def dry_run(recipe: Recipe) -> dict[str, Any]:
@@ -45,6 +46,8 @@ def launch(
     """
     config = recipe.config
     config.validate()
+    if config.ema and not recipe.averaged_networks:
+        raise TfmedganError(f"--ema: {config.model} has no generator weights to average")
     set_precision(config.precision)
     keras.utils.set_random_seed(config.seed)
     strategy = make_strategy(config.strategy)

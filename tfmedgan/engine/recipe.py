@@ -60,10 +60,13 @@ class Recipe:
         validation_metric: ``(name, "max" | "min")``: the metric of :meth:`validate` that decides
             the best model (``models/best_<network>.keras``); ``None`` keeps no best model.
         best_networks: the networks exported as best models (default: all).
+        averaged_networks: the networks whose weights ``--ema`` averages (the generators); empty:
+            the model refuses ``--ema``.
     """
 
     validation_metric: tuple[str, str] | None = None
     best_networks: tuple[str, ...] | None = None
+    averaged_networks: tuple[str, ...] = ()
 
     def __init__(self, config: EngineConfig):
         self.config = config

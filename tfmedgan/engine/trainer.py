@@ -10,6 +10,7 @@ uninterrupted one exactly on CPU in float32.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
@@ -21,6 +22,7 @@ import tensorflow as tf
 from tqdm.auto import tqdm
 
 from tfmedgan.engine import checkpoint as ckpt
+from tfmedgan.engine.averaging import WeightAverage
 from tfmedgan.engine.config import EngineConfig
 from tfmedgan.engine.distribute import make_strategy
 from tfmedgan.engine.export import export_networks
@@ -71,6 +73,9 @@ class Trainer:
             recipe.build(self.strategy.num_replicas_in_sync)
             for name, variables in recipe.optimizer_variables().items():
                 recipe.optimizers[name].build(variables)
+            # --ema: the averaged generator weights (checkpointed; swapped in for exports, samples, validation)
+            self.averages = (WeightAverage({name: recipe.networks[name] for name in recipe.averaged_networks},
+                                           self.config.ema) if self.config.ema else None)
         self._compiled_step = None
 
     # -- state -----------------------------------------------------------------------------------
@@ -81,7 +86,13 @@ class Trainer:
         for name, optimizer in self.recipe.optimizers.items():
             groups[f"optimizer.{name}"] = list(optimizer.variables)
         groups["state"] = list(self.recipe.state_variables())
+        if self.averages is not None:
+            groups.update(self.averages.variable_groups())
         return groups
+
+    def averaged_weights(self) -> contextlib.AbstractContextManager:
+        """Within the block the averaged networks hold their ``--ema`` weights (no-op without it)."""
+        return self.averages.applied() if self.averages is not None else contextlib.nullcontext()
 
     def save_checkpoint(self) -> Path:
         self._flush_rows()
@@ -207,6 +218,8 @@ class Trainer:
                 )
                 for batch in distributed:
                     losses = self.train_step(batch, self.step)
+                    if self.averages is not None:
+                        self.averages.update()
                     self.step += 1
                     self.step_in_epoch += 1
                     self.step_end_times.append(time.perf_counter())
@@ -280,12 +293,14 @@ class Trainer:
     def epoch_outputs(self, epoch: int, logger: NeptuneLogger) -> None:
         """Loss plot, sample grid and the recipe's own outputs of a checkpoint epoch."""
         self.run_dir.plot_losses(self.validation.rows())
-        images = self.recipe.sample_images()
+        with self.averaged_weights():
+            images = self.recipe.sample_images()
+            outputs = self.recipe.epoch_outputs(epoch, self.step, self.run_dir)
         if images is not None:
             grid = image_grid(images)
             save_png_atomic(grid, self.run_dir.samples / self.recipe.sample_filename(epoch))
             logger.log_image("samples", grid, description=f"epoch {epoch}")
-        for name, image in self.recipe.epoch_outputs(epoch, self.step, self.run_dir).items():
+        for name, image in outputs.items():
             logger.log_image(name, image, description=f"epoch {epoch}")
 
     def run_validation(self, epoch: int, logger: NeptuneLogger, final: bool = False) -> dict[str, float]:
@@ -296,15 +311,16 @@ class Trainer:
             return {}
         if self.validation.has_step(self.step):
             return {}
-        metrics = self.recipe.validate(epoch, self.step)
-        if not metrics:
-            return {}
-        improved = self.validation.append(self.step, epoch, metrics)
-        for name, value in metrics.items():
-            logger.log_scalar(f"validation/{name}", value, self.step)
-        if improved:
-            names = self.recipe.best_networks or tuple(self.recipe.networks)
-            export_networks({n: self.recipe.networks[n] for n in names}, self.run_dir.models, prefix="best_")
+        with self.averaged_weights():
+            metrics = self.recipe.validate(epoch, self.step)
+            if not metrics:
+                return {}
+            improved = self.validation.append(self.step, epoch, metrics)
+            for name, value in metrics.items():
+                logger.log_scalar(f"validation/{name}", value, self.step)
+            if improved:
+                names = self.recipe.best_networks or tuple(self.recipe.networks)
+                export_networks({n: self.recipe.networks[n] for n in names}, self.run_dir.models, prefix="best_")
         return metrics
 
     def _after_epoch(self, epoch: int) -> bool:
@@ -319,8 +335,10 @@ class Trainer:
         return self._max_steps_reached()
 
     def export(self) -> list[Path]:
-        """Save every network as ``models/<name>.keras`` (atomic rename)."""
-        return export_networks(self.recipe.networks, self.run_dir.models)
+        """Save every network as ``models/<name>.keras`` (atomic rename); with ``--ema`` the
+        averaged networks are saved with their averaged weights."""
+        with self.averaged_weights():
+            return export_networks(self.recipe.networks, self.run_dir.models)
 
 
 def save_generated(images: np.ndarray, folder: str | Path, prefix: str = "generated") -> list[Path]:

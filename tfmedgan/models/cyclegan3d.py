@@ -411,6 +411,7 @@ class CycleGAN3DRecipe(CycleGANBase):
     # -- validation ------------------------------------------------------------------------------
     validation_metric = ("a2b_ssim", "max")
     best_networks = ("generator_a2b", "generator_b2a")
+    averaged_networks = ("generator_a2b", "generator_b2a")
 
     def validate(self, epoch: int, step: int) -> dict[str, float]:
         """MAE, PSNR, SSIM and mutual information of both directions on DATA_DIR/testA, testB

@@ -81,6 +81,8 @@ class DCGANRecipe(SliceRecipe):
     both networks are updated from that single forward pass. Adam G 2e-4 / D 1e-4, beta_1 0.9.
     """
 
+    averaged_networks = ("generator",)
+
     config: DCGANConfig
 
     def prepare_data(self, num_replicas: int = 1) -> None:

@@ -249,6 +249,8 @@ class StyleGAN2Recipe(SliceRecipe):
         {'alpha': 0.25}
     """
 
+    averaged_networks = ("generator",)
+
     config: StyleGAN2Config
 
     # -- data ------------------------------------------------------------------------------------

@@ -73,6 +73,7 @@ class CycleGANSRRecipe(CycleGANBase):
     figure_range = (-3.0, 3.0)
     validation_metric = ("cycle_a_l1", "min")
     best_networks = ("generator_a2b", "generator_b2a")
+    averaged_networks = ("generator_a2b", "generator_b2a")
 
     def __init__(self, config: CycleGANSRConfig):
         super().__init__(config)

@@ -354,6 +354,7 @@ class Pix2PixBase(Recipe):
     config: Pix2PixOptions
     validation_metric = ("ssim", "max")
     best_networks = ("generator",)
+    averaged_networks = ("generator",)
 
     # -- optimizers and schedule -----------------------------------------------------------------
     def make_optimizers(self) -> dict[str, keras.optimizers.Optimizer]:
