@@ -10,9 +10,11 @@ import pytest
 import tensorflow as tf
 
 from tests.engine.test_trainer import checkpoint_arrays, network_arrays, toy
-from tests.engine.toy import ToyRecipe
+from tests.engine.toy import ToyConfig, ToyRecipe
 from tfmedgan.engine import checkpoint as ckpt
 from tfmedgan.engine.averaging import WeightAverage, effective_decay
+from tfmedgan.engine.config import config_from_dict
+from tfmedgan.engine.export import load_network
 from tfmedgan.engine.launch import launch
 from tfmedgan.engine.rundir import RunDirectory
 from tfmedgan.engine.trainer import Interrupted
@@ -88,6 +90,12 @@ def test_export_holds_the_average_and_a_resumed_run_repeats_the_uninterrupted_on
 
     with pytest.raises(Interrupted):
         launch(AveragedToy(toy(tmp_path, "cut", ema=0.9, checkpoint_steps=4)), progress=False, stop_after_steps=6)
+    # a run stopped before its export yields the averaged weights of its newest checkpoint
+    stopped = load_network(tmp_path / "runs" / "cut", "regressor",
+                           build_recipe=lambda values: AveragedToy(config_from_dict(ToyConfig, values)))
+    at_step_4 = checkpoint_arrays(tmp_path / "runs" / "cut" / "checkpoints" / "ckpt-000000004.npz")
+    for variable, key in zip(stopped.variables, sorted(k for k in at_step_4 if k.startswith("ema.regressor/")), strict=True):
+        np.testing.assert_array_equal(variable.numpy(), at_step_4[key])
     resumed, summary = launch(AveragedToy(toy(tmp_path, "cut", ema=0.9, checkpoint_steps=4)),
                               resume=str(tmp_path / "runs" / "cut"), progress=False)
     assert summary["steps"] == 12
