@@ -40,11 +40,11 @@ from quality_protocols import Protocol, protocols, run_child, write_json  # noqa
 
 DEFAULT_MODELS = ["dcgan", "stylegan2", "cyclegan3d", "cyclegan-sr"]
 DEFAULT_BUDGETS = {"dcgan": 20.0, "dcgan-demo": 20.0, "dcgan-demo-linear": 20.0, "stylegan2": 20.0, "stylegan2-tanh": 20.0, "cyclegan3d": 60.0,
-                   "cyclegan3d-cpu": 60.0, "cyclegan3d-cpu-ema": 60.0, "cyclegan3d-cpu-instancenorm": 60.0, "cyclegan3d-cpu-nonorm": 60.0, "cyclegan3d-cpu-nonorm-decay": 60.0, "cyclegan3d-cpu-nonorm-lr5e-4-decay": 60.0, "cyclegan3d-cpu-nonorm-patch32-decay": 60.0,
+                   "cyclegan3d-cpu": 60.0, "cyclegan3d-cpu-ema": 60.0, "cyclegan3d-cpu-ema-decay": 60.0, "cyclegan3d-cpu-instancenorm": 60.0, "cyclegan3d-cpu-nonorm": 60.0, "cyclegan3d-cpu-nonorm-decay": 60.0, "cyclegan3d-cpu-nonorm-lr5e-4-decay": 60.0, "cyclegan3d-cpu-nonorm-patch32-decay": 60.0,
                    "cyclegan3d-cpu-lr2e-4": 60.0, "cyclegan-sr": 30.0, "cyclegan-sr-cpu-demo": 30.0,
                    "pix2pix3d": 20.0, "pix2pix3d-domain2": 20.0, "uda": 15.0, "uda-lr1e-4": 15.0}
 QUICK_BUDGETS = {"dcgan": 0.6, "dcgan-demo": 0.6, "dcgan-demo-linear": 0.6, "stylegan2": 1.5, "stylegan2-tanh": 1.5, "cyclegan3d": 4.0,
-                 "cyclegan3d-cpu": 4.0, "cyclegan3d-cpu-ema": 4.0, "cyclegan3d-cpu-instancenorm": 4.0, "cyclegan3d-cpu-nonorm": 4.0, "cyclegan3d-cpu-nonorm-decay": 4.0, "cyclegan3d-cpu-nonorm-lr5e-4-decay": 4.0, "cyclegan3d-cpu-nonorm-patch32-decay": 4.0,
+                 "cyclegan3d-cpu": 4.0, "cyclegan3d-cpu-ema": 4.0, "cyclegan3d-cpu-ema-decay": 4.0, "cyclegan3d-cpu-instancenorm": 4.0, "cyclegan3d-cpu-nonorm": 4.0, "cyclegan3d-cpu-nonorm-decay": 4.0, "cyclegan3d-cpu-nonorm-lr5e-4-decay": 4.0, "cyclegan3d-cpu-nonorm-patch32-decay": 4.0,
                  "cyclegan3d-cpu-lr2e-4": 4.0, "cyclegan-sr": 1.0, "cyclegan-sr-cpu-demo": 1.0,
                  "pix2pix3d": 1.0, "pix2pix3d-domain2": 1.0, "uda": 1.0, "uda-lr1e-4": 1.0}
 MIN_STEPS_PER_SEGMENT = 2
