@@ -79,12 +79,11 @@ class WeightAverage:
     def update(self) -> None:
         """Move every shadow towards its variable by one update (a compiled function)."""
         if self._update is None:
-            self._update = tf.function(self._update_step)
-        self._update()
+            self._update = tf.function(self._update_step, input_signature=[tf.TensorSpec([], tf.float64)])
+        self._update(tf.constant(effective_decay(self.decay, int(self.updates.numpy()) + 1), tf.float64))
 
-    def _update_step(self) -> None:
-        count = tf.cast(self.updates.assign_add(1), tf.float64)
-        decay = tf.minimum(tf.constant(self.decay, tf.float64), (1.0 + count) / (10.0 + count))
+    def _update_step(self, decay: tf.Tensor) -> None:
+        self.updates.assign_add(1)
         for variable, shadow in self._pairs():
             if shadow.dtype.is_floating:
                 keep = tf.cast(decay, shadow.dtype)
