@@ -235,3 +235,32 @@ def test_without_norm_the_output_depends_on_absolute_intensity():
     plain_change = np.abs(plain(brighter).numpy() - plain(volume).numpy()).max()
     assert normalised_change < 1e-3
     assert plain_change > 100 * max(normalised_change, 1e-5)
+
+
+def test_mask_background_keeps_the_input_background_and_the_weights(tmp_path):
+    """``mask_background=True`` sets the output to -1 exactly where the input is -1, leaves the
+    foreground as the plain generator computes it, adds no weights, takes the plain generator's
+    weights, passes no gradient from the background, and survives a save / load round trip."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(4)
+    volume = np.random.default_rng(2).uniform(-0.9, 1.0, (1, 16, 16, 16, 1)).astype("float32")
+    volume[0, :5] = -1.0
+    volume[0, :, :3] = -1.0
+    background = volume <= -1.0
+    plain = build_resnet_generator((None, None, None, 1), base_filters=4, norm=None, upsample="resize")
+    masked = build_resnet_generator((None, None, None, 1), base_filters=4, norm=None, upsample="resize",
+                                    mask_background=True)
+    assert masked.count_params() == plain.count_params()
+    masked.set_weights(plain.get_weights())
+    plain_output, masked_output = plain(volume).numpy(), masked(volume).numpy()
+    assert np.all(masked_output[background] == -1.0)
+    assert np.abs(plain_output[background] + 1.0).min() > 1e-3  # the plain generator does not draw it
+    np.testing.assert_array_equal(masked_output[~background], plain_output[~background])
+    target = tf.constant(np.where(background, 5.0, 0.0).astype("float32"))  # errors only in the background
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(masked(volume) - target) * tf.cast(background, tf.float32))
+    assert all(float(tf.reduce_max(tf.abs(g))) == 0.0 for g in tape.gradient(loss, masked.trainable_variables))
+    masked.save(tmp_path / "masked.keras")
+    loaded = keras.saving.load_model(tmp_path / "masked.keras")
+    np.testing.assert_array_equal(loaded(volume).numpy(), masked_output)

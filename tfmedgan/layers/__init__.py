@@ -9,3 +9,4 @@ from tfmedgan.layers.padding import ReflectionPadding  # noqa: F401
 from tfmedgan.layers.normalization import RunningStatisticsBatchNormalization  # noqa: F401
 from tfmedgan.layers.blurpool import BlurPool  # noqa: F401
 from tfmedgan.layers.scale import ChannelScale  # noqa: F401
+from tfmedgan.layers.masking import InputBackgroundMask  # noqa: F401

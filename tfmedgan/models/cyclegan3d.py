@@ -88,6 +88,11 @@ class CycleGAN3DConfig(EngineConfig):
         pool_size: history of generated volumes per domain shown to the discriminators (50).
         upsample: generator up-sampling, ``transposed`` (the original) or ``resize`` (nearest x2
             + 3-wide convolution, the original's disabled resize-convolution path; no checkerboard).
+        mask_background: wrap each generator in :class:`~tfmedgan.layers.InputBackgroundMask`: its
+            output is -1 wherever its input is -1, the background of a skull-stripped volume (exact
+            zeros) after scaling. Not the original; adds no weights. The generator then need not
+            draw the sharp step from the brain's edge to the background, where the original's
+            blurs (docs/cyclegan3d.md).
         patch: train on random crops of this size ``[x, y, z]`` (the same crop of A and B) instead
             of whole volumes; empty = whole volumes (the original). Inference stays whole-volume.
         recompute: gradient checkpointing of the generators: their activations are recomputed
@@ -130,6 +135,8 @@ class CycleGAN3DConfig(EngineConfig):
     pool_size: int = option(50, "fake-volume history per domain (memory: 2 x N volumes)")
     upsample: str = option("transposed", "generator up-sampling: transposed convolutions (the original) or resize "
                            "(nearest x2 + convolution; no checkerboard)", choices=("transposed", "resize"))
+    mask_background: bool = option(False, "set the generators' output to the background wherever their input is "
+                                   "background (exact zeros of skull-stripped volumes); not the original")
     patch: list[int] = option(help="train on random crops X Y Z of the volumes (same crop of A and B; rounded up to "
                               "a valid shape); default: whole volumes, as the original", nargs=3, type=int,
                               metavar=("X", "Y", "Z"), default_factory=list)
@@ -441,7 +448,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         config = self.config
         return build_resnet_generator(
             self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-            norm=config.network_norm, name=name, upsample=config.upsample,
+            norm=config.network_norm, name=name, upsample=config.upsample, mask_background=config.mask_background,
         )
 
     def checkpoint_boundaries(self, name: str) -> list[str]:

@@ -28,6 +28,7 @@ import numpy as np
 from tfmedgan.errors import TfmedganError
 from tfmedgan.layers.normalization import InstanceNormalization
 from tfmedgan.layers.padding import ReflectionPadding
+from tfmedgan.layers.masking import InputBackgroundMask
 
 #: Reflection padding (voxels per side) before the first and the last 7-wide convolution.
 REFLECTION_PADDING = 3
@@ -286,6 +287,7 @@ def build_resnet_generator(
     norm_epsilon_mode: str | None = None,
     name: str = "resnet_generator",
     upsample: str = "transposed",
+    mask_background: bool = False,
 ) -> keras.Model:
     """Build the ResNet translator generator (seed 000) as a functional Keras model.
 
@@ -311,6 +313,10 @@ def build_resnet_generator(
             disabled ``use_resize_convolution`` path). Same layer names (``up{k}_conv``), but the
             kernel shapes differ (``(3, 3, 3, in, out)`` vs ``(3, 3, 3, out, in)``), so weights of
             one kind do not load into the other.
+        mask_background: Set the output to -1 wherever the input is -1 (the background of a
+            skull-stripped volume scaled to [-1, 1]) with :class:`InputBackgroundMask`. Not the
+            original. The network then only predicts the foreground and need not draw the step from
+            the brain's edge to the background. Adds no weights.
 
     Returns:
         A functional ``keras.Model`` mapping an image to an image of the same spatial shape with
@@ -382,6 +388,8 @@ def build_resnet_generator(
     x = ReflectionPadding(REFLECTION_PADDING, spatial_dims=spatial_dims, name="head_pad")(x)
     x = convolution(output_channels, 7, padding="valid", name="head_conv")(x)
     outputs = keras.layers.Activation("tanh", dtype="float32", name="head_tanh")(x)
+    if mask_background:
+        outputs = InputBackgroundMask(dtype="float32", name="head_background")([inputs, outputs])
     return keras.Model(inputs, outputs, name=name)
 
 
