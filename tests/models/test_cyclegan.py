@@ -1,6 +1,7 @@
 """The seed-000 3D CycleGAN recipe: learning-rate decay, image pool, training, resume exactness."""
 
 import csv
+import json
 
 import keras
 import numpy as np
@@ -352,6 +353,32 @@ def test_norm_none_trains_both_networks_without_instance_norm(tmp_path):
     assert getattr(translator, TRAINING_PATCH_ATTRIBUTE, None) is None
     with pytest.raises(TfmedganError, match="--norm must be channel, zslice or none"):
         tiny(data, tmp_path, norm="batch").validate()
+
+
+def test_mask_background_trains_and_the_exported_generators_keep_the_background(tmp_path):
+    import nibabel as nib
+
+    from tfmedgan.data.nifti import scale_to_unit_range
+    from tfmedgan.inference.volumes import load_translator, translate_volume
+    from tfmedgan.layers import InputBackgroundMask
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    data = write_tiny_dataset(tmp_path / "data")
+    config = tiny(data, tmp_path, name="masked", patch=[8, 8, 8], upsample="resize", norm="none", epochs=1,
+                  mask_background=True)
+    config.validate()
+    run, summary = launch(CycleGAN3DRecipe(config), progress=False)
+    assert summary["steps"] == 4 and json.loads((run.path / "config.json").read_text())["mask_background"] is True
+    for name in ("generator_a2b", "generator_b2a"):
+        network = keras.models.load_model(run.models / f"{name}.keras")
+        assert [layer for layer in network.layers if isinstance(layer, InputBackgroundMask)]
+    translator, shape = load_translator(run.path)
+    volume = nib.load(sorted((data / "testA").glob("*.nii.gz"))[0]).get_fdata().astype(np.float32)
+    translated = translate_volume(translator, volume, shape, multiple=2)
+    background = scale_to_unit_range(volume) <= -1.0
+    assert background.sum() > 100 and np.all(translated[background] == -1.0)
+    assert np.mean(translated[~background] == -1.0) < 0.01  # the foreground is the network's
+    assert not MODEL.config().mask_background and not MODEL.config(preset="gan_3d").mask_background
 
 
 def test_cpu_preset_is_opt_in_and_the_defaults_stay_the_original():
