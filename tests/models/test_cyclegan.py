@@ -386,7 +386,9 @@ def test_cpu_preset_is_opt_in_and_the_defaults_stay_the_original():
 
     default, cpu = MODEL.config(), MODEL.config(preset="cpu")
     assert (default.upsample, default.patch, default.lr) == ("transposed", [], 2e-4)
-    assert (cpu.preset, cpu.upsample, cpu.patch, cpu.norm, cpu.lr) == ("cpu", "resize", [48, 48, 48], "none", 2e-4)
+    assert (cpu.preset, cpu.upsample, cpu.patch, cpu.norm, cpu.lr, cpu.mask_background) == (
+        "cpu", "resize", [48, 48, 48], "none", 2e-4, True)
+    assert not MODEL.config(preset="cpu", mask_background=False).mask_background  # --no-mask-background
     assert default.norm == "channel"
     assert MODEL.config(preset="cpu", norm="channel").norm == "channel"  # the preset's instance-norm variant
     assert MODEL.config(preset="cpu", patch=[32, 32, 32]).patch == [32, 32, 32]  # explicit options win
