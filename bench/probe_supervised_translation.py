@@ -54,7 +54,8 @@ def main() -> int:
                         help="volume scaling to [-1, 1]: min-max (the original) or x / (4 x brain median), clipped")
     parser.add_argument("--precision", default="mixed_bfloat16", help="float32 or mixed_bfloat16 (default)")
     parser.add_argument("--composite", action="store_true",
-                        help="force the output to the background (-1) wherever the input is background (-1)")
+                        help="force the output to the background (-1) wherever the input is background (-1): "
+                             "cyclegan3d --mask-background")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
 
@@ -80,12 +81,7 @@ def main() -> int:
     crop = tuple(int(size) for size in config.patch)
     generator = build_resnet_generator((None, None, None, 1), config.base_filters, config.n_downsamplings,
                                        config.n_residual_blocks, norm=None if args.norm == "none" else config.norm,
-                                       upsample=config.upsample)
-    if args.composite:
-        inputs = keras.Input((None, None, None, 1))
-        foreground = keras.ops.greater(inputs, -1.0 + 1e-6)
-        outputs = keras.ops.where(foreground, keras.ops.cast(generator(inputs), "float32"), -1.0)
-        generator = keras.Model(inputs, outputs)
+                                       upsample=config.upsample, mask_background=args.composite)
     optimizer = keras.optimizers.Adam(config.lr, beta_1=config.beta_1)
     if args.scale == "median":
         def scale_to_unit_range(volume):  # noqa: F811  (the probe's alternative scaling)

@@ -13,10 +13,10 @@ class InputBackgroundMask(keras.layers.Layer):
 
     Called on ``[image, translation]``. A voxel where every channel of ``image`` is at or below
     ``background + tolerance`` is background; there every channel of the result is
-    ``background``, elsewhere the result is ``translation``. Skull-stripped MRI scaled to [-1, 1] has its background at exactly -1, so a
-    generator wrapped in this layer no longer has to draw the sharp step from the brain's edge
-    to the background: it only predicts the foreground, and no gradient reaches it from the
-    background. The layer has no weights; a generator with it loads the weights of one
+    ``background``, elsewhere the result is ``translation``. Skull-stripped MRI scaled to [-1, 1]
+    has its background at exactly -1, so a generator wrapped in this layer no longer has to draw
+    the sharp step from the brain's edge to the background: it only predicts the foreground, and
+    no gradient reaches it from the background. The layer has no weights; a generator with it loads the weights of one
     without. Works on 2D and 3D channels-last tensors alike. The result has ``translation``'s
     dtype.
 
