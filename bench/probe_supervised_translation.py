@@ -56,6 +56,8 @@ def main() -> int:
     parser.add_argument("--composite", action="store_true",
                         help="force the output to the background (-1) wherever the input is background (-1): "
                              "cyclegan3d --mask-background")
+    parser.add_argument("--skip", choices=("add", "concat"), default=None,
+                        help="full-resolution skip from the stem to the head: cyclegan3d --skip")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
 
@@ -81,7 +83,8 @@ def main() -> int:
     crop = tuple(int(size) for size in config.patch)
     generator = build_resnet_generator((None, None, None, 1), config.base_filters, config.n_downsamplings,
                                        config.n_residual_blocks, norm=None if args.norm == "none" else config.norm,
-                                       upsample=config.upsample, mask_background=args.composite)
+                                       upsample=config.upsample, mask_background=args.composite,
+                                       skip=args.skip)
     optimizer = keras.optimizers.Adam(config.lr, beta_1=config.beta_1)
     if args.scale == "median":
         def scale_to_unit_range(volume):  # noqa: F811  (the probe's alternative scaling)
@@ -124,7 +127,7 @@ def main() -> int:
     out = args.work.parent / f"supervised_probe{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops",
                                "options": {**overrides, "precision": args.precision, "norm": args.norm, "scale": args.scale,
-                                                           "composite": args.composite}, "shape": list(shape),
+                                                           "composite": args.composite, "skip": args.skip}, "shape": list(shape),
                                "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
                               indent=2) + "\n")
     print(f"results: {out}")

@@ -158,7 +158,7 @@ def test_recompute_gives_the_same_losses_and_gradients(tmp_path):
 
 
 def test_recompute_cut_points_of_the_resnet_generator():
-    from tfmedgan.engine.memory import articulation_layers, split_model
+    from tfmedgan.engine.memory import articulation_layers, cut_points, split_model
     from tfmedgan.errors import TfmedganError
 
     config = CycleGAN3DConfig(data_dir="unused", shape=[16, 16, 16], base_filters=4, n_downsamplings=2, n_residual_blocks=2)
@@ -178,8 +178,48 @@ def test_recompute_cut_points_of_the_resnet_generator():
     for segment in segments:
         chained = segment(chained)
     np.testing.assert_allclose(chained.numpy(), generator(volume).numpy(), atol=1e-6)
-    with pytest.raises(TfmedganError, match="res1_conv1"):
-        split_model(generator, ["res1_conv1"])
+    # inside a residual block the cut carries the shortcut too: two tensors, same composition
+    assert cut_points(generator)["res1_conv1"] == 2
+    first, second = split_model(generator, ["res1_conv1"])
+    carried = first(volume)
+    assert isinstance(carried, (list, tuple)) and len(carried) == 2
+    np.testing.assert_allclose(second(carried).numpy(), generator(volume).numpy(), atol=1e-6)
+    with pytest.raises(TfmedganError, match="no_such_layer"):
+        split_model(generator, ["no_such_layer"])
+
+
+@pytest.mark.parametrize("options", [dict(mask_background=True), dict(skip="add"),
+                                     dict(skip="concat", mask_background=True)])
+def test_recompute_carries_the_input_mask_and_the_skip(options, tmp_path):
+    """--recompute with --mask-background (the cpu preset) or --skip: the generator's input or
+    stem bypasses every cut; the checkpointed call must carry it and keep values and gradients."""
+    from tfmedgan.engine.memory import checkpointed_call, cut_points
+
+    config = CycleGAN3DConfig(data_dir="unused", shape=[16, 16, 16], base_filters=4, norm="none",
+                              upsample="resize", **options)
+    recipe = CycleGAN3DRecipe(config)
+    recipe.build_networks_only()
+    generator = recipe.networks["generator_a2b"]
+    cuts = recipe.checkpoint_boundaries("generator_a2b")
+    carried = 1 + int(options.get("mask_background", False)) + int("skip" in options)  # + input, + stem
+    assert [cut_points(generator)[name] for name in cuts] == [carried] * len(cuts)
+    volume = tf.concat([tf.fill((1, 4, 16, 16, 1), -1.0), tf.random.uniform((1, 12, 16, 16, 1), -1, 1, seed=3)], 1)
+
+    def loss_and_gradients(call):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(call(volume) - 0.5))
+        return loss, tape.gradient(loss, generator.trainable_variables)
+
+    plain = tf.function(lambda: loss_and_gradients(lambda x: generator(x, training=True)))()
+    for mode in ("segments", "nested"):
+        forward = checkpointed_call(generator, cuts, mode)
+        checkpointed = tf.function(lambda: loss_and_gradients(forward))()
+        assert float(checkpointed[0]) == pytest.approx(float(plain[0]), abs=1e-6)
+        for got, expected in zip(checkpointed[1], plain[1]):
+            np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6)
+    generator.save(tmp_path / "generator.keras")  # splitting leaves the model saveable
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "generator.keras")(volume).numpy(),
+                                  generator(volume).numpy())
 
 
 @pytest.mark.parametrize("mode", ["model", "segments", "nested"])
@@ -379,6 +419,32 @@ def test_mask_background_trains_and_the_exported_generators_keep_the_background(
     assert background.sum() > 100 and np.all(translated[background] == -1.0)
     assert np.mean(translated[~background] == -1.0) < 0.01  # the foreground is the network's
     assert not MODEL.config().mask_background and not MODEL.config(preset="gan_3d").mask_background
+
+
+def test_skip_concat_with_recompute_trains_like_without(tmp_path):
+    """--skip concat with --mask-background and --recompute: the same losses as without
+    --recompute, the option recorded in config.json, and an exported generator with the skip."""
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    data = write_tiny_dataset(tmp_path / "data")
+    summaries, losses = {}, {}
+    for recompute in (False, True):
+        config = tiny(data, tmp_path, name=f"skip-{recompute}", patch=[8, 8, 8], upsample="resize", norm="none",
+                      epochs=1, mask_background=True, skip="concat", recompute=recompute)
+        config.validate()
+        run, summaries[recompute] = launch(CycleGAN3DRecipe(config), progress=False)
+        assert json.loads((run.path / "config.json").read_text())["skip"] == "concat"
+        network = keras.models.load_model(run.models / "generator_a2b.keras")
+        assert network.get_layer("skip_concat") is not None
+        losses[recompute] = read_losses(run)
+    assert summaries[True]["steps"] == summaries[False]["steps"] == 4
+    for plain_row, recomputed_row in zip(losses[False], losses[True], strict=True):
+        for key, value in plain_row.items():
+            if key.startswith(("loss", "g_", "d_")) or "loss" in key:
+                assert float(recomputed_row[key]) == pytest.approx(float(value), rel=1e-3, abs=1e-4), key
+    assert MODEL.config().skip == MODEL.config(preset="cpu").skip == "none"
+    with pytest.raises(TfmedganError, match="--skip must be one of"):
+        tiny(data, tmp_path, skip="dense").validate()
 
 
 def test_cpu_preset_is_opt_in_and_the_defaults_stay_the_original():

@@ -264,3 +264,28 @@ def test_mask_background_keeps_the_input_background_and_the_weights(tmp_path):
     masked.save(tmp_path / "masked.keras")
     loaded = keras.saving.load_model(tmp_path / "masked.keras")
     np.testing.assert_array_equal(loaded(volume).numpy(), masked_output)
+
+
+def test_skip_connection_shapes_weights_and_errors(tmp_path):
+    """``skip="add"`` adds the stem's activations before the head (no weights: the plain
+    generator's load into it); ``"concat"`` doubles the head's input channels (its kernel only
+    grows); both change the output, keep the shape and survive a save / load round trip."""
+    keras.utils.set_random_seed(5)
+    volume = np.random.default_rng(3).uniform(-1, 1, (1, 16, 16, 16, 1)).astype("float32")
+    plain = build_resnet_generator((None, None, None, 1), base_filters=4, norm=None, upsample="resize")
+    added = build_resnet_generator((None, None, None, 1), base_filters=4, norm=None, upsample="resize", skip="add")
+    joined = build_resnet_generator((None, None, None, 1), base_filters=4, norm=None, upsample="resize",
+                                    skip="concat")
+    assert added.count_params() == plain.count_params()
+    assert joined.count_params() - plain.count_params() == 7**3 * 4 * 1  # head 7^3 kernel, 4 more channels
+    assert joined.get_layer("head_conv").kernel.shape == (7, 7, 7, 8, 1)
+    added.set_weights(plain.get_weights())
+    assert added(volume).shape == joined(volume).shape == (1, 16, 16, 16, 1)
+    assert np.abs(added(volume).numpy() - plain(volume).numpy()).max() > 1e-3
+    joined.save(tmp_path / "joined.keras")
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "joined.keras")(volume).numpy(),
+                                  joined(volume).numpy())
+    with pytest.raises(TfmedganError, match="skip must be one of"):
+        build_resnet_generator((16, 16, 16, 1), skip="dense")
+    with pytest.raises(TfmedganError, match="needs n_downsamplings >= 1"):
+        build_resnet_generator((16, 16, 16, 1), n_downsamplings=0, skip="add")

@@ -64,12 +64,36 @@ def _model_nodes(model: keras.Model) -> list:
     return ordered
 
 
+def _carried_tensors(model: keras.Model) -> dict[str, list]:
+    """For each layer of a one-input, one-output functional model whose output is used later, the
+    tensors alive right after it (computed, and needed by a later layer or as the output), in the
+    order they were made; the model's input first if it is still needed."""
+    nodes = _model_nodes(model)
+    made = {id(model.inputs[0]): -1}
+    tensors = {id(model.inputs[0]): model.inputs[0]}
+    last_use = {id(model.inputs[0]): -1}
+    for index, node in enumerate(nodes):
+        for tensor in node.input_tensors:
+            last_use[id(tensor)] = max(last_use.get(id(tensor), -1), index)
+        for tensor in node.outputs:
+            made[id(tensor)] = index
+            tensors[id(tensor)] = tensor
+    last_use[id(model.outputs[0])] = len(nodes)
+    carried = {}
+    for index, node in enumerate(nodes):
+        alive = sorted((when, key) for key, when in made.items() if when <= index and last_use.get(key, when) > index)
+        if len(node.outputs) == 1 and id(node.outputs[0]) in {key for _, key in alive}:
+            carried[node.operation.name] = [tensors[key] for _, key in alive]
+    return carried
+
+
 def articulation_layers(model: keras.Model) -> list[str]:
     """Names of the layers whose output is the only tensor alive at that point of the model.
 
-    A functional model can be cut after such a layer: everything later depends on the earlier
-    layers only through its output (e.g. the output of a residual block, not the tensors inside
-    it, which the shortcut bypasses).
+    A functional model can be cut after such a layer carrying one tensor: everything later depends
+    on the earlier layers only through its output (e.g. the output of a residual block, not the
+    tensors inside it, which the shortcut bypasses). :func:`split_model` also accepts the other
+    layers (:func:`cut_points`) and then carries every tensor still needed.
 
     Args:
         model: A functional Keras model with one input and one output, each layer called once.
@@ -77,29 +101,32 @@ def articulation_layers(model: keras.Model) -> list[str]:
     Returns:
         Layer names in execution order (the last layer included).
     """
-    nodes = _model_nodes(model)
-    made = {id(model.inputs[0]): -1}
-    last_use = {id(model.inputs[0]): -1}
-    for index, node in enumerate(nodes):
-        for tensor in node.input_tensors:
-            last_use[id(tensor)] = max(last_use.get(id(tensor), -1), index)
-        for tensor in node.outputs:
-            made[id(tensor)] = index
-    last_use[id(model.outputs[0])] = len(nodes)
-    names = []
-    for index, node in enumerate(nodes):
-        alive = {key for key, when in made.items() if when <= index and last_use.get(key, when) > index}
-        if len(node.outputs) == 1 and alive == {id(node.outputs[0])}:
-            names.append(node.operation.name)
-    return names
+    return [name for name, alive in _carried_tensors(model).items() if len(alive) == 1]
+
+
+def cut_points(model: keras.Model) -> dict[str, int]:
+    """The layers :func:`split_model` can cut after, with the number of tensors each cut carries.
+
+    Args:
+        model: A functional Keras model with one input and one output, each layer called once.
+
+    Returns:
+        ``{layer name: tensors alive after it}`` in execution order; 1 for
+        :func:`articulation_layers`, more where a skip connection or the model's input (e.g.
+        :class:`~tfmedgan.layers.InputBackgroundMask`) bypasses the cut.
+    """
+    return {name: len(alive) for name, alive in _carried_tensors(model).items()}
 
 
 def split_model(model: keras.Model, boundaries: Sequence[str]) -> list[keras.Model]:
     """Cut a functional model after the named layers into consecutive sub-models sharing its layers.
 
+    Each sub-model takes the tensors alive at the previous cut and returns those alive at its own
+    cut (one tensor at an articulation layer; a list where a skip connection bypasses the cut).
+
     Args:
         model: Functional model with one input and one output.
-        boundaries: Names of articulation layers (see :func:`articulation_layers`).
+        boundaries: Names of layers in :func:`cut_points`.
 
     Returns:
         Sub-models whose composition equals ``model`` (same weights, no copies).
@@ -107,21 +134,40 @@ def split_model(model: keras.Model, boundaries: Sequence[str]) -> list[keras.Mod
     Raises:
         TfmedganError: A name is not a layer of the model or not a valid cut point.
     """
-    allowed = articulation_layers(model)
-    order = {name: index for index, name in enumerate(allowed)}
+    carried = _carried_tensors(model)
+    order = {name: index for index, name in enumerate(carried)}
     for name in boundaries:
         if name not in order:
-            raise TfmedganError(f"{model.name}: cannot cut after {name!r}; valid cut points: {', '.join(allowed)}")
-    outputs = {node.operation.name: node.outputs[0] for node in _model_nodes(model)}
-    cuts = [outputs[name] for name in sorted(set(boundaries), key=order.get) if name != allowed[-1]]
-    points = [model.inputs[0], *cuts, model.outputs[0]]
-    return [keras.Model(start, end, name=f"{model.name}_segment{index}")
-            for index, (start, end) in enumerate(zip(points[:-1], points[1:]))]
+            raise TfmedganError(f"{model.name}: cannot cut after {name!r}; valid cut points: {', '.join(carried)}")
+    last = list(carried)[-1]
+    cuts = [carried[name] for name in sorted(set(boundaries), key=order.get) if name != last]
+    points = [[model.inputs[0]], *cuts, [model.outputs[0]]]
+    segments = []
+    for index, (start, end) in enumerate(zip(points[:-1], points[1:])):
+        # a tensor carried across the whole segment passes through a weightless Identity (a
+        # functional model cannot return one of its inputs); the original model is unchanged
+        started = {id(tensor) for tensor in start}
+        end = [keras.layers.Identity(name=f"{model.name}_carry{index}_{position}")(tensor) if id(tensor) in started
+               else tensor for position, tensor in enumerate(end)]
+        # Keras re-wires the model's own Input tensor to a new node when a sub-model takes it
+        # beside intermediate tensors (the model could then no longer be saved): keep its history
+        history = model.inputs[0]._keras_history
+        try:
+            segments.append(keras.Model(start if len(start) > 1 else start[0], end if len(end) > 1 else end[0],
+                                        name=f"{model.name}_segment{index}"))
+        finally:
+            model.inputs[0]._keras_history = history
+    return segments
 
 
-def _call(model: keras.Model, training: bool) -> Callable[[tf.Tensor], tf.Tensor]:
-    def forward(inputs: tf.Tensor) -> tf.Tensor:
-        return model(inputs, training=training)
+def _call(model: keras.Model, training: bool) -> Callable[..., tf.Tensor | list[tf.Tensor]]:
+    def forward(*inputs: tf.Tensor) -> tf.Tensor | list[tf.Tensor]:
+        outputs = model(list(inputs) if len(inputs) > 1 else inputs[0], training=training)
+        if isinstance(outputs, (list, tuple)):
+            # keras.layers.Identity returns a carried input object itself; tf.custom_gradient
+            # needs every output made by an op of this graph
+            return [tf.identity(tensor) for tensor in outputs]
+        return outputs
 
     return forward
 
@@ -156,9 +202,10 @@ def checkpointed_call(
     segments = [tf.recompute_grad(_call(segment, training)) for segment in split_model(model, boundaries)]
 
     def through_segments(inputs: tf.Tensor) -> tf.Tensor:
+        carried = inputs
         for segment in segments:
-            inputs = segment(inputs)
-        return inputs
+            carried = segment(*carried) if isinstance(carried, (list, tuple)) else segment(carried)
+        return carried
 
     if mode == "segments":
         return through_segments
@@ -256,6 +303,8 @@ def largest_activation_elements(model: keras.Model) -> int:
 
 
 def boundary_bytes(model: keras.Model, boundaries: Sequence[str]) -> int:
-    """Bytes per example of the outputs of the named layers (the tensors kept between segments)."""
-    outputs = {node.operation.name: node.outputs[0] for node in _model_nodes(model)}
-    return sum(_tensor_bytes(outputs[name]) for name in boundaries)
+    """Bytes per example of the tensors kept between segments: every tensor carried across a cut
+    after one of the named layers (its output, and any skip that bypasses it), each counted once."""
+    carried = _carried_tensors(model)
+    kept = {id(tensor): tensor for name in boundaries for tensor in carried[name]}
+    return sum(_tensor_bytes(tensor) for tensor in kept.values())

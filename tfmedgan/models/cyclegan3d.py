@@ -56,6 +56,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 #: ``--norm`` values: instance norm per channel, per Z slice (the original's), or none.
 NORM_OPTIONS = ("channel", "zslice", "none")
+#: ``--skip`` values (see :func:`~tfmedgan.networks.resnet_translator.build_resnet_generator`).
+SKIP_OPTIONS = ("none", "add", "concat")
 
 # salts of the stateless random draws of a step
 _SALT_POOL_A, _SALT_POOL_B = 11, 21
@@ -95,6 +97,9 @@ class CycleGAN3DConfig(EngineConfig):
             zeros) after scaling. Not the original; adds no weights. The generator then need not
             draw the sharp step from the brain's edge to the background, where the original's
             blurs (docs/cyclegan3d.md).
+        skip: a full-resolution skip from each generator's stem to its head: ``none`` (the
+            original), ``add`` (no weights added) or ``concat`` (the head convolution's kernel
+            takes twice the channels). Not the original.
         patch: train on random crops of this size ``[x, y, z]`` (the same crop of A and B) instead
             of whole volumes; empty = whole volumes (the original). Inference stays whole-volume.
         recompute: gradient checkpointing of the generators: their activations are recomputed
@@ -139,6 +144,8 @@ class CycleGAN3DConfig(EngineConfig):
                            "(nearest x2 + convolution; no checkerboard)", choices=("transposed", "resize"))
     mask_background: bool = option(False, "set the generators' output to the background wherever their input is "
                                    "background (exact zeros of skull-stripped volumes); not the original")
+    skip: str = option("none", "full-resolution skip from the generators' stem to their head: none (the original), "
+                       "add (no weights added) or concat; not the original", choices=SKIP_OPTIONS)
     patch: list[int] = option(help="train on random crops X Y Z of the volumes (same crop of A and B; rounded up to "
                               "a valid shape); default: whole volumes, as the original", nargs=3, type=int,
                               metavar=("X", "Y", "Z"), default_factory=list)
@@ -161,6 +168,10 @@ class CycleGAN3DConfig(EngineConfig):
         self.check_at_least(1, "base_filters", "d_layers", "d_filters", "generator_updates")
         if self.upsample not in ("transposed", "resize"):
             raise TfmedganError(f"--upsample must be transposed or resize, got {self.upsample!r}")
+        if self.skip not in SKIP_OPTIONS:
+            raise TfmedganError(f"--skip must be one of {', '.join(SKIP_OPTIONS)}, got {self.skip!r}")
+        if self.skip != "none" and self.n_downsamplings < 1:
+            raise TfmedganError(f"--skip {self.skip} needs --n-downsamplings >= 1")
         if self.patch and (len(self.patch) != 3 or any(int(size) < 1 for size in self.patch)):
             raise TfmedganError(f"--patch needs three positive sizes X Y Z, got {self.patch}")
         if self.patch and self.norm == "zslice":
@@ -451,6 +462,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         return build_resnet_generator(
             self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
             norm=config.network_norm, name=name, upsample=config.upsample, mask_background=config.mask_background,
+            skip=None if config.skip == "none" else config.skip,
         )
 
     def checkpoint_boundaries(self, name: str) -> list[str]:
@@ -563,7 +575,9 @@ def estimate_training_memory(config: CycleGAN3DConfig, shape: tuple[int, int, in
     keras.mixed_precision.set_global_policy("float32")
     try:
         generator = build_resnet_generator(spatial, config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-                                           norm=config.network_norm)
+                                           norm=config.network_norm, upsample=config.upsample,
+                                           mask_background=config.mask_background,
+                                           skip=None if config.skip == "none" else config.skip)
         discriminator = build_patchgan_discriminator(spatial, base_filters=config.d_filters, n_layers=config.d_layers,
                                                      norm=config.network_norm)
         saved_generator = memory.saved_activation_bytes(generator)

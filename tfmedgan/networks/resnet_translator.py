@@ -42,6 +42,7 @@ NORM_CHOICES = ("channel", "zslice", None)
 #: convolution: the original's disabled ``use_resize_convolution`` path, free of the transposed
 #: convolution's checkerboard).
 UPSAMPLE_CHOICES = ("transposed", "resize")
+SKIP_CHOICES = ("add", "concat", None)
 
 #: Configurations of the original code. ``cyclegan_3d`` is CycleGAN_3D.py (the shipped weights);
 #: ``gan_3d`` is the older, deeper GAN_3D.py. Both used keras-contrib InstanceNormalization with
@@ -288,6 +289,7 @@ def build_resnet_generator(
     name: str = "resnet_generator",
     upsample: str = "transposed",
     mask_background: bool = False,
+    skip: str | None = None,
 ) -> keras.Model:
     """Build the ResNet translator generator (seed 000) as a functional Keras model.
 
@@ -317,6 +319,11 @@ def build_resnet_generator(
             skull-stripped volume scaled to [-1, 1]) with :class:`InputBackgroundMask`. Not the
             original. The network then only predicts the foreground and need not draw the step from
             the brain's edge to the background. Adds no weights.
+        skip: A full-resolution skip from the stem to the head, not the original: ``"add"`` adds
+            the stem's activations to the last up-sampling stage's (no weights added),
+            ``"concat"`` concatenates them (the head convolution takes twice the channels, so its
+            kernel shape changes), ``None`` (the original) has none. Needs ``n_downsamplings >= 1``.
+            It hands the head the input's sharp edges, which the down-sampled path blurs.
 
     Returns:
         A functional ``keras.Model`` mapping an image to an image of the same spatial shape with
@@ -332,6 +339,10 @@ def build_resnet_generator(
         raise TfmedganError(f"norm must be one of {NORM_CHOICES}, got {norm!r}")
     if upsample not in UPSAMPLE_CHOICES:
         raise TfmedganError(f"upsample must be one of {UPSAMPLE_CHOICES}, got {upsample!r}")
+    if skip not in SKIP_CHOICES:
+        raise TfmedganError(f"skip must be one of {SKIP_CHOICES}, got {skip!r}")
+    if skip is not None and n_downsamplings < 1:
+        raise TfmedganError(f"skip={skip!r} needs n_downsamplings >= 1, got {n_downsamplings}")
     if base_filters < 1 or output_channels < 1 or n_residual_blocks < 0:
         raise TfmedganError(
             f"base_filters ({base_filters}) and output_channels ({output_channels}) must be >= 1 "
@@ -357,6 +368,7 @@ def build_resnet_generator(
     x = convolution(base_filters, 7, padding="valid", name="stem_conv")(x)
     x = normalise(x, "stem_norm")
     x = keras.layers.Activation("relu", name="stem_relu")(x)
+    stem = x
 
     filters = base_filters
     for stage in range(1, n_downsamplings + 1):
@@ -385,6 +397,10 @@ def build_resnet_generator(
         x = normalise(x, f"up{stage}_norm")
         x = keras.layers.Activation("relu", name=f"up{stage}_relu")(x)
 
+    if skip == "add":
+        x = keras.layers.Add(name="skip_add")([x, stem])
+    elif skip == "concat":
+        x = keras.layers.Concatenate(name="skip_concat")([x, stem])
     x = ReflectionPadding(REFLECTION_PADDING, spatial_dims=spatial_dims, name="head_pad")(x)
     x = convolution(output_channels, 7, padding="valid", name="head_conv")(x)
     outputs = keras.layers.Activation("tanh", dtype="float32", name="head_tanh")(x)
