@@ -731,6 +731,25 @@ def protocols() -> dict[str, Protocol]:
         "cyclegan3d-cpu-mask-ema-decay-sup100": TranslationProtocol("cyclegan3d-cpu-mask-ema-decay-sup100", "cyclegan3d",
                                                                     (*MASK_EMA_DECAY, "--lambda-supervised", "100"),
                                                                     cpu_seconds_per_step=5.0),
+        # a full-resolution skip from the stem to the head (session 10): the rest of the error is at the brain's edge
+        "cyclegan3d-cpu-mask-ema-decay-skip-add": TranslationProtocol("cyclegan3d-cpu-mask-ema-decay-skip-add", "cyclegan3d",
+                                                                      (*MASK_EMA_DECAY, "--skip", "add"),
+                                                                      cpu_seconds_per_step=5.0),
+        "cyclegan3d-cpu-mask-ema-decay-skip-concat": TranslationProtocol("cyclegan3d-cpu-mask-ema-decay-skip-concat",
+                                                                         "cyclegan3d", (*MASK_EMA_DECAY, "--skip", "concat"),
+                                                                         cpu_seconds_per_step=5.5),
+        # the learning rate decayed to about 0 at the 60-CPU-minute budget (about 88 epochs of 8 steps at 5.2
+        # CPU-s a step) instead of 0.26x at its end; without the identity updates (T2w through the T1w -> T2w
+        # generator: a tenth of the updates, towards another task); both
+        "cyclegan3d-cpu-mask-ema-fitted": TranslationProtocol("cyclegan3d-cpu-mask-ema-fitted", "cyclegan3d",
+                                                              (*MASK_EMA_DECAY, "--epochs", "88", "--decay-epoch", "44"),
+                                                              cpu_seconds_per_step=5.0),
+        "cyclegan3d-cpu-mask-ema-decay-noidentity": TranslationProtocol("cyclegan3d-cpu-mask-ema-decay-noidentity",
+                                                                        "cyclegan3d", (*MASK_EMA_DECAY, "--identity-every", "0"),
+                                                                        cpu_seconds_per_step=5.0),
+        "cyclegan3d-cpu-mask-ema-fitted-noidentity": TranslationProtocol(
+            "cyclegan3d-cpu-mask-ema-fitted-noidentity", "cyclegan3d",
+            (*MASK_EMA_DECAY, "--epochs", "88", "--decay-epoch", "44", "--identity-every", "0"), cpu_seconds_per_step=5.0),
         # Is the preset's lr 1e-3 the reason its scores fall? The original's 2e-4 with the preset's crops.
         "cyclegan3d-cpu-lr2e-4": TranslationProtocol("cyclegan3d-cpu-lr2e-4", "cyclegan3d",
                                                      ("--preset", "cpu", "--no-mask-background", "--norm", "channel", "--lr", "2e-4"),
