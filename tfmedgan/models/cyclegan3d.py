@@ -157,6 +157,14 @@ class CycleGAN3DConfig(EngineConfig):
         """The builders' ``norm`` argument: ``None`` for ``--norm none``."""
         return None if self.norm == "none" else self.norm
 
+    @property
+    def generator_arguments(self) -> dict[str, Any]:
+        """The :func:`build_resnet_generator` arguments these options give (all but the input
+        shape and the name)."""
+        return dict(base_filters=self.base_filters, n_downsamplings=self.n_downsamplings,
+                    n_residual_blocks=self.n_residual_blocks, norm=self.network_norm, upsample=self.upsample,
+                    mask_background=self.mask_background, skip=None if self.skip == "none" else self.skip)
+
     def validate(self) -> None:
         super().validate()
         if self.norm not in NORM_OPTIONS:
@@ -458,12 +466,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         return (None, None, None, 1)
 
     def build_generator(self, name: str) -> keras.Model:
-        config = self.config
-        return build_resnet_generator(
-            self._network_input_shape(), config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-            norm=config.network_norm, name=name, upsample=config.upsample, mask_background=config.mask_background,
-            skip=None if config.skip == "none" else config.skip,
-        )
+        return build_resnet_generator(self._network_input_shape(), name=name, **self.config.generator_arguments)
 
     def checkpoint_boundaries(self, name: str) -> list[str]:
         """Cut the ResNet generator after every down-sampling stage, residual block and
@@ -574,10 +577,7 @@ def estimate_training_memory(config: CycleGAN3DConfig, shape: tuple[int, int, in
     previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("float32")
     try:
-        generator = build_resnet_generator(spatial, config.base_filters, config.n_downsamplings, config.n_residual_blocks,
-                                           norm=config.network_norm, upsample=config.upsample,
-                                           mask_background=config.mask_background,
-                                           skip=None if config.skip == "none" else config.skip)
+        generator = build_resnet_generator(spatial, **config.generator_arguments)
         discriminator = build_patchgan_discriminator(spatial, base_filters=config.d_filters, n_layers=config.d_layers,
                                                      norm=config.network_norm)
         saved_generator = memory.saved_activation_bytes(generator)
