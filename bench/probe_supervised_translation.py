@@ -58,6 +58,8 @@ def main() -> int:
                              "cyclegan3d --mask-background")
     parser.add_argument("--skip", choices=("add", "concat"), default=None,
                         help="full-resolution skip from the stem to the head: cyclegan3d --skip")
+    parser.add_argument("--edge-weight", type=float, default=1.0,
+                        help="L1 weight of the foreground voxels next to the background (26-neighbourhood); 1 = plain L1")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
 
@@ -99,7 +101,13 @@ def main() -> int:
     @tf.function
     def step(a, b):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(tf.abs(tf.cast(generator(a, training=True), tf.float32) - b))
+            error = tf.abs(tf.cast(generator(a, training=True), tf.float32) - b)
+            if args.edge_weight != 1.0:
+                background = tf.cast(a <= -1.0 + 1e-6, tf.float32)
+                near = tf.nn.max_pool3d(background, 3, 1, "SAME") * (1.0 - background)
+                weight = 1.0 + (args.edge_weight - 1.0) * near
+                error = error * weight / tf.reduce_mean(weight)
+            loss = tf.reduce_mean(error)
         optimizer.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables))
         return loss
 
@@ -127,7 +135,8 @@ def main() -> int:
     out = args.work.parent / f"supervised_probe{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops",
                                "options": {**overrides, "precision": args.precision, "norm": args.norm, "scale": args.scale,
-                                                           "composite": args.composite, "skip": args.skip}, "shape": list(shape),
+                                                           "composite": args.composite, "skip": args.skip,
+                                                           "edge_weight": args.edge_weight}, "shape": list(shape),
                                "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
                               indent=2) + "\n")
     print(f"results: {out}")

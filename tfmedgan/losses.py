@@ -33,6 +33,42 @@ def l1(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return _per_example(tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
 
 
+def weighted_l1(a: tf.Tensor, b: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """Mean of ``weights * |a - b|`` per example (``weights`` broadcasts against ``a``)."""
+    return _per_example(tf.cast(weights, tf.float32) * tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
+
+
+def boundary_weights(image: tf.Tensor, weight: float, background: float = -1.0, tolerance: float = 1e-6) -> tf.Tensor:
+    """Per-voxel loss weights that stress the foreground's outermost voxels.
+
+    A voxel is background when every channel of ``image`` is at most ``background + tolerance``
+    (the exact zeros of a skull-stripped volume scaled to [-1, 1], as
+    :class:`~tfmedgan.layers.InputBackgroundMask` reads them). Foreground voxels with a background
+    voxel among their 3^d neighbours get ``weight``, all others 1; each example's weights are then
+    divided by their mean, so the loss keeps its scale.
+
+    Args:
+        image: channels-last batch, 2D (rank 4) or 3D (rank 5); usually the generator's input.
+        weight: weight of the boundary voxels relative to the rest (1 = uniform).
+        background: the background value.
+        tolerance: values up to ``background + tolerance`` count as background.
+
+    Returns:
+        float32 weights of shape ``image.shape[:-1] + (1,)``, mean 1 per example.
+
+    Example:
+        >>> image = tf.constant([[[-1.0], [0.2], [0.5], [0.4]]])[..., None, :]  # 4 x 1 image
+        >>> boundary_weights(image, 5.0)[0, :, 0, 0].numpy().tolist()
+        [0.5, 2.5, 0.5, 0.5]
+    """
+    image = tf.cast(image, tf.float32)
+    is_background = tf.cast(tf.reduce_all(image <= background + tolerance, axis=-1, keepdims=True), tf.float32)
+    touches_background = tf.nn.max_pool(is_background, ksize=3, strides=1, padding="SAME") * (1.0 - is_background)
+    weights = 1.0 + (float(weight) - 1.0) * touches_background
+    mean = tf.reduce_mean(weights, axis=tf.range(1, tf.rank(weights)), keepdims=True)
+    return tf.stop_gradient(weights / mean)
+
+
 @tf.custom_gradient
 def _absolute_difference(a: tf.Tensor, b: tf.Tensor):
     difference = a - b

@@ -124,7 +124,7 @@ class _SGDRecipe(CycleGAN3DRecipe):
         return {"generators": keras.optimizers.SGD(1.0), "discriminators": keras.optimizers.SGD(1.0)}
 
 
-def _one_step(config, initial=None):
+def _one_step(config, initial=None, background_rows=0):
     keras.utils.set_random_seed(3)
     recipe = _SGDRecipe(config)
     recipe.build()
@@ -135,7 +135,10 @@ def _one_step(config, initial=None):
             recipe.networks[name].set_weights(values)
     before = {name: model.get_weights() for name, model in recipe.networks.items()}
     rng = np.random.default_rng(0)
-    batch = tuple(tf.constant(rng.uniform(-1, 1, (1, 16, 16, 16, 1)).astype("float32")) for _ in range(2))
+    volumes = [rng.uniform(-1, 1, (1, 16, 16, 16, 1)).astype("float32") for _ in range(2)]
+    for volume in volumes:
+        volume[:, :background_rows] = -1.0  # a skull-stripped background, the same in A and B
+    batch = tuple(tf.constant(volume) for volume in volumes)
     losses = tf.function(recipe.train_step)(batch, tf.constant(0, tf.int64))
     after = {name: model.get_weights() for name, model in recipe.networks.items()}
     return {k: float(v) for k, v in losses.items()}, before, after
@@ -470,3 +473,37 @@ def test_a_config_stored_before_discriminator_steps_existed_resumes_with_one_upd
     assert config_from_dict(CycleGAN3DConfig, stored).discriminator_steps == 2  # today's default is kept
     del stored["discriminator_steps"]  # a config.json written before the option existed
     assert config_from_dict(CycleGAN3DConfig, stored).discriminator_steps == 1
+
+
+def test_edge_weight_weighs_the_supervised_l1_at_the_source_foregrounds_edge(tmp_path):
+    """--edge-weight: the supervised terms weigh the voxels next to the *source* volume's
+    background by the weight (the rest 1, mean 1); 1 is the plain L1; the step trains with it."""
+    from tfmedgan import losses
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    rng = np.random.default_rng(5)
+    source = rng.uniform(-0.9, 1.0, (1, 8, 8, 8, 1)).astype(np.float32)
+    source[0, :, :2] = -1.0
+    fake, real = (tf.constant(rng.uniform(-1, 1, source.shape).astype(np.float32)) for _ in range(2))
+    error = np.abs(fake.numpy() - real.numpy())
+    recipe = CycleGAN3DRecipe(CycleGAN3DConfig(data_dir="unused", edge_weight=5.0))
+    weights = np.ones(source.shape, np.float32)
+    weights[0, :, 2] = 5.0  # the first foreground row beside the background slab
+    expected = (weights * error).mean() / weights.mean()
+    assert float(recipe.supervised_loss(fake, real, tf.constant(source))[0]) == pytest.approx(expected, rel=1e-5)
+    plain = CycleGAN3DRecipe(CycleGAN3DConfig(data_dir="unused"))
+    np.testing.assert_allclose(plain.supervised_loss(fake, real, tf.constant(source)).numpy(),
+                               losses.l1(fake, real).numpy(), rtol=1e-6)
+    assert expected != pytest.approx(error.mean(), rel=1e-3)
+
+    values = dict(data_dir="unused", shape=[16, 16, 16], base_filters=4, d_filters=4, pool_size=2, identity_every=0,
+                  generator_updates=1, norm="none", mask_background=True)
+    plain_losses, before, _ = _one_step(CycleGAN3DConfig(**values), background_rows=5)
+    weighted_losses, _, _ = _one_step(CycleGAN3DConfig(edge_weight=4.0, **values), initial=before, background_rows=5)
+    for key in ("d_a", "d_b", "adv_a", "adv_b", "cycle_a", "cycle_b"):  # the same networks, only the weights differ
+        assert weighted_losses[key] == pytest.approx(plain_losses[key], rel=1e-5), key
+    for key in ("supervised_a", "supervised_b"):
+        assert weighted_losses[key] != pytest.approx(plain_losses[key], rel=1e-3), key
+    assert MODEL.config().edge_weight == MODEL.config(preset="cpu").edge_weight == 1.0
+    with pytest.raises(TfmedganError, match="--edge-weight must be > 0"):
+        CycleGAN3DConfig(data_dir="d", edge_weight=0.0).validate()

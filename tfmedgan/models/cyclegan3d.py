@@ -84,6 +84,9 @@ class CycleGAN3DConfig(EngineConfig):
         decay_epoch: the learning rates fall linearly towards 0 from this epoch to ``epochs``
             (no decay when ``epochs <= decay_epoch``).
         lambda_cycle, lambda_supervised, lambda_identity: loss weights (10, 40, 1).
+        edge_weight: weight of the supervised L1 at the brain's outermost voxels (foreground voxels
+            with a background neighbour in the generator's input, :func:`tfmedgan.losses.boundary_weights`)
+            relative to the others; 1 = uniform (the original). Not the original.
         supervised: add the supervised L1 terms (needs co-registered pairs; ``--unpaired`` = off).
         identity_every: identity L1 update every N steps (0 = never).
         generator_updates: generator updates per discriminator update (2).
@@ -130,6 +133,8 @@ class CycleGAN3DConfig(EngineConfig):
     lambda_cycle: float = option(10.0, "weight of the cycle L1 losses")
     lambda_supervised: float = option(40.0, "weight of the supervised L1 losses (paired data)")
     lambda_identity: float = option(1.0, "weight of the identity L1 losses")
+    edge_weight: float = option(1.0, "weight of the supervised L1 at the foreground voxels next to the background, "
+                                "relative to the rest (1: uniform, the original); not the original")
     supervised: bool = option(True, "unpaired data: no supervised loss, no pair checks, unequal counts allowed",
                               negative="--unpaired")
     pair_by_order: bool = option(False, "pair trainA/trainB by sorted position only, as the original did; otherwise "
@@ -184,6 +189,8 @@ class CycleGAN3DConfig(EngineConfig):
             raise TfmedganError(f"--patch needs three positive sizes X Y Z, got {self.patch}")
         if self.patch and self.norm == "zslice":
             raise TfmedganError("--patch needs --norm channel or none (zslice normalisation ties the network to the Z size)")
+        if not self.edge_weight > 0:
+            raise TfmedganError(f"--edge-weight must be > 0, got {self.edge_weight}")
         if self.discriminator_steps not in (1, 2):
             raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
@@ -266,6 +273,14 @@ class CycleGAN3DRecipe(CycleGANBase):
         return {"lr": rate}
 
     # -- training --------------------------------------------------------------------------------
+    def supervised_loss(self, fake: tf.Tensor, real: tf.Tensor, source: tf.Tensor) -> tf.Tensor:
+        """Per-example L1 of a translation against its paired truth; with ``--edge-weight`` the
+        voxels at the edge of the ``source`` volume's foreground weigh more."""
+        weight = float(self.config.edge_weight)
+        if weight == 1.0:
+            return losses.l1(fake, real)
+        return losses.weighted_l1(fake, real, losses.boundary_weights(source, weight))
+
     def train_step(self, batch: Any, step: tf.Tensor) -> dict[str, tf.Tensor]:
         real_a, real_b = batch
         n = self.networks
@@ -321,8 +336,8 @@ class CycleGAN3DRecipe(CycleGANBase):
                 cycle_b = average_loss(losses.l1(rec_b, real_b), total)
                 g_loss = w["adversarial"] * (adv_a + adv_b) + w["cycle"] * (cycle_a + cycle_b)
                 if w["supervised"]:
-                    supervised_a = average_loss(losses.l1(fake_a, real_a), total)
-                    supervised_b = average_loss(losses.l1(fake_b, real_b), total)
+                    supervised_a = average_loss(self.supervised_loss(fake_a, real_a, real_b), total)
+                    supervised_b = average_loss(self.supervised_loss(fake_b, real_b, real_a), total)
                     g_loss += w["supervised"] * (supervised_a + supervised_b)
                 g_scaled = scale_loss(g_opt, g_loss)
             apply_gradients(g_opt, tape, g_scaled, g_vars)
