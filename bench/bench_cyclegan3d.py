@@ -16,7 +16,10 @@ Variants: float32, mixed_bfloat16, and both with ``--recompute`` (gradient check
 generators). A variant whose ``--dry-run`` estimate does not fit in the available memory is
 skipped. 64^3 and 128^3 train on random volumes held in memory; 156x188x156 trains on gzipped
 NIfTI pairs (1 mm sample subjects made from the MNI152 template, cropped) read through the real
-``tf.data`` pipeline, and reports the time the loop waited for the next batch.
+``tf.data`` pipeline, and reports the time the loop waited for the next batch. ``--networks cpu``
+measures ``--preset cpu``'s networks instead (no norm, resize up-sampling, the input's background
+mask, which ``--recompute`` carries across every cut) at the same whole shapes; their rows are
+named ``cpu:<variant>``, and ``--append`` keeps the other rows.
 
 Columns: peak RSS of the whole worker process (GiB), the same minus the RSS of a process that only
 imported TensorFlow, the ``--dry-run`` estimate and estimate / measured peak, the step time (s)
@@ -51,11 +54,17 @@ GIB = 2**30
 
 
 # -- workers (each runs in its own process) --------------------------------------------------------
-def _config(shape, precision, recompute, pool_size, data_dir=""):
+#: ``--networks``: the original's (instance norm, transposed up-sampling) or ``--preset cpu``'s
+#: (no norm, resize up-sampling, the input's background mask, which --recompute carries across
+#: every cut), both at the full shape given.
+NETWORKS = {"original": {}, "cpu": dict(norm="none", upsample="resize", mask_background=True)}
+
+
+def _config(shape, precision, recompute, pool_size, data_dir="", networks="original"):
     from tfmedgan.models.cyclegan3d import CycleGAN3DConfig
 
     return CycleGAN3DConfig(data_dir=data_dir, shape=list(shape), precision=precision, recompute=recompute,
-                            pool_size=pool_size, identity_every=1)
+                            pool_size=pool_size, identity_every=1, **NETWORKS[networks])
 
 
 def worker_baseline() -> dict:
@@ -66,7 +75,7 @@ def worker_baseline() -> dict:
     return {"baseline_rss_gib": rss.peak_rss_bytes() / GIB}
 
 
-def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> dict:
+def worker_step(shape, precision, recompute, pool_size, steps, data_dir="", networks="original") -> dict:
     """Peak RSS and time of full CycleGAN steps (random volumes, or NIfTI files from ``data_dir``)."""
     import keras
     import numpy as np
@@ -77,7 +86,7 @@ def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> d
     from tfmedgan.engine.trainer import Trainer
     from tfmedgan.models.cyclegan3d import CycleGAN3DRecipe, estimate_training_memory
 
-    config = _config(shape, precision, recompute, pool_size, data_dir)
+    config = _config(shape, precision, recompute, pool_size, data_dir, networks)
     set_precision(precision)
     keras.utils.set_random_seed(0)
     recipe = CycleGAN3DRecipe(config)
@@ -117,7 +126,7 @@ def worker_step(shape, precision, recompute, pool_size, steps, data_dir="") -> d
     estimate = estimate_training_memory(config, tuple(shape))
     result = {
         "shape": list(shape), "precision": precision, "recompute": recompute, "pool_size": pool_size,
-        "input": "gzipped NIfTI" if data_dir else "random, in memory",
+        "networks": networks, "input": "gzipped NIfTI" if data_dir else "random, in memory",
         "peak_rss_gib": max(warm_peak, step_peak) / GIB, "warmup_peak_rss_gib": warm_peak / GIB,
         "step_peak_rss_gib": step_peak / GIB, "rss_before_step_gib": rss_before / GIB,
         "step_seconds": float(np.median(times[1:])), "first_step_seconds": times[0],
@@ -161,16 +170,23 @@ def worker_make_data(shape, folder, pairs) -> dict:
 # -- driver ----------------------------------------------------------------------------------------
 
 
-def _estimate_gib(shape, precision, recompute, pool_size) -> float:
+def _estimate_gib(shape, precision, recompute, pool_size, networks="original") -> float:
     from tfmedgan.models.cyclegan3d import estimate_training_memory
 
-    return estimate_training_memory(_config(shape, precision, recompute, pool_size), tuple(shape))["total"] / GIB
+    config = _config(shape, precision, recompute, pool_size, networks=networks)
+    return estimate_training_memory(config, tuple(shape))["total"] / GIB
+
+
+def _variant(row: dict) -> str:
+    """The row's variant name, with ``cpu:`` before it for the --preset cpu networks."""
+    networks = row.get("networks", "original")
+    return rss.variant_name(row) if networks == "original" else f"{networks}:{rss.variant_name(row)}"
 
 
 def print_table(results: dict) -> None:
     baseline = results.get("baseline", {}).get("baseline_rss_gib", float("nan"))
     print(f"TF-only process peak RSS: {baseline:.2f} GiB")
-    header = (f"{'shape':>12} {'variant':>25} {'pool':>4} {'peak GiB':>9} {'-TF GiB':>8} {'estimate':>9} "
+    header = (f"{'shape':>12} {'variant':>28} {'pool':>4} {'peak GiB':>9} {'-TF GiB':>8} {'estimate':>9} "
               f"{'est/meas':>8} {'step s':>7} {'data wait':>9}")
     print(header)
     print("-" * len(header))
@@ -179,17 +195,18 @@ def print_table(results: dict) -> None:
         if "skipped" in row or "error" in row:
             why = (f"not run: estimate {row['estimate_gib']:.1f} GiB > {row['available_gib']:.1f} GiB available - 1"
                    if row.get("skipped") else f"failed: {row['error']}")
-            print(f"{shape:>12} {rss.variant_name(row):>25} {row['pool_size']:>4} {why}")
+            print(f"{shape:>12} {_variant(row):>28} {row['pool_size']:>4} {why}")
             continue
         wait = f"{100 * row['data_wait_fraction']:.2f}%" if "data_wait_fraction" in row else "-"
-        print(f"{shape:>12} {rss.variant_name(row):>25} {row['pool_size']:>4} {row['peak_rss_gib']:>9.2f} "
+        print(f"{shape:>12} {_variant(row):>28} {row['pool_size']:>4} {row['peak_rss_gib']:>9.2f} "
               f"{row['peak_rss_gib'] - baseline:>8.2f} {row['estimate_gib']:>9.2f} {row['estimate_gib'] / row['peak_rss_gib']:>8.2f} "
               f"{row['step_seconds']:>7.1f} {wait:>9}")
 
 
 def _refresh_estimates(results: dict) -> None:
     for row in results["rows"]:
-        row["estimate_gib"] = _estimate_gib(row["shape"], row["precision"], row["recompute"], row["pool_size"])
+        row["estimate_gib"] = _estimate_gib(row["shape"], row["precision"], row["recompute"], row["pool_size"],
+                                            row.get("networks", "original"))
 
 
 def main() -> int:
@@ -205,6 +222,8 @@ def main() -> int:
                         help="add the rows to --output (replacing rows of the same configuration) instead of a new file")
     parser.add_argument("--output", type=Path, default=RESULTS, help=f"results JSON (default: {RESULTS.relative_to(ROOT)})")
     parser.add_argument("--table", action="store_true", help="only reprint the table of --output (estimates refreshed)")
+    parser.add_argument("--networks", choices=list(NETWORKS), default="original",
+                        help="the original's networks (default) or --preset cpu's (no norm, resize up-sampling, mask)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -245,17 +264,19 @@ def main() -> int:
                 runs.append(("mixed_bfloat16+recompute", args.small_pool))
             for variant, pool_size in runs:
                 precision, recompute = VARIANTS[variant]
-                estimate = _estimate_gib(shape, precision, recompute, pool_size)
+                estimate = _estimate_gib(shape, precision, recompute, pool_size, args.networks)
                 available = rss.available_gib()
-                row = {"shape": list(shape), "precision": precision, "recompute": recompute, "pool_size": pool_size}
-                key = (row["shape"], precision, recompute, pool_size)
-                results["rows"] = [r for r in results["rows"]
-                                   if (r["shape"], r["precision"], r["recompute"], r["pool_size"]) != key]
+                row = {"shape": list(shape), "precision": precision, "recompute": recompute, "pool_size": pool_size,
+                       "networks": args.networks}
+                key = (row["shape"], precision, recompute, pool_size, args.networks)
+                results["rows"] = [r for r in results["rows"] if (r["shape"], r["precision"], r["recompute"],
+                                                                  r["pool_size"], r.get("networks", "original")) != key]
                 if estimate > available - 1.0:
                     row.update(estimate_gib=estimate, available_gib=available, skipped=True)
                 else:
                     print(f"... {'x'.join(map(str, shape))} {variant} pool {pool_size} (estimate {estimate:.1f} GiB)", flush=True)
-                    row.update(rss.run_worker(__file__, ["step", list(shape), precision, recompute, pool_size, args.steps, data_dir]))
+                    row.update(rss.run_worker(__file__, ["step", list(shape), precision, recompute, pool_size, args.steps,
+                                                         data_dir, args.networks]))
                 results["rows"].append(row)
                 args.output.write_text(json.dumps(results, indent=2) + "\n")
     print_table(results)
