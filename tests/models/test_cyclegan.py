@@ -507,3 +507,53 @@ def test_edge_weight_weighs_the_supervised_l1_at_the_source_foregrounds_edge(tmp
     assert MODEL.config().edge_weight == MODEL.config(preset="cpu").edge_weight == 1.0
     with pytest.raises(TfmedganError, match="--edge-weight must be > 0"):
         CycleGAN3DConfig(data_dir="d", edge_weight=0.0).validate()
+
+
+def test_random_flip_pair_flips_a_and_b_alike_along_the_given_axes_from_the_seed():
+    from tfmedgan.models.cyclegan3d import random_flip_pair
+
+    a = tf.reshape(tf.range(4 * 3 * 2, dtype=tf.float32), (1, 4, 3, 2, 1))
+    seen = set()
+    for index in range(16):
+        flipped_a, flipped_b = random_flip_pair(a, 3.0 * a, [0, 2], (7, 0), index)
+        np.testing.assert_array_equal(flipped_b.numpy(), 3.0 * flipped_a.numpy())
+        matches = [axes for axes in ((), (1,), (3,), (1, 3))
+                   if np.array_equal(flipped_a.numpy(), np.flip(a.numpy(), axes) if axes else a.numpy())]
+        assert len(matches) == 1  # axis 1 (y) never flips
+        seen.add(matches[0])
+        again = random_flip_pair(a, 3.0 * a, [0, 2], (7, 0), index)[0]
+        np.testing.assert_array_equal(again.numpy(), flipped_a.numpy())  # a resume repeats it
+    assert seen == {(), (1,), (3,), (1, 3)}
+
+
+def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_them(tmp_path):
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    data = write_tiny_dataset(tmp_path / "data")
+    plain = CycleGAN3DRecipe(tiny(data, tmp_path, name="plain", epochs=1))
+    flipping = CycleGAN3DRecipe(tiny(data, tmp_path, name="flip", epochs=1, flip_axes=[0]))
+    flips = []
+    for recipe in (plain, flipping):
+        recipe.prepare_data()
+    for epoch in range(3):
+        originals = [tuple(v.numpy() for v in batch) for batch in plain.dataset(epoch)]
+        augmented = [tuple(v.numpy() for v in batch) for batch in flipping.dataset(epoch)]
+        assert len(originals) == len(augmented) == 4
+        for (a, b), (flipped_a, flipped_b) in zip(originals, augmented):
+            if np.array_equal(flipped_a, a):
+                np.testing.assert_array_equal(flipped_b, b)
+                flips.append(False)
+            else:
+                np.testing.assert_array_equal(flipped_a, np.flip(a, 1))
+                np.testing.assert_array_equal(flipped_b, np.flip(b, 1))
+                flips.append(True)
+        resumed = [v.numpy() for v in next(iter(flipping.dataset(epoch, skip_batches=2)))]
+        np.testing.assert_array_equal(resumed[0], augmented[2][0])
+    assert any(flips) and not all(flips)
+    patched = CycleGAN3DRecipe(tiny(data, tmp_path, name="both", patch=[8, 8, 8], upsample="resize", flip_axes=[0, 2]))
+    patched.prepare_data()
+    assert tuple(next(iter(patched.dataset(0)))[0].shape) == (1, 8, 8, 8, 1)
+    assert MODEL.config().flip_axes == MODEL.config(preset="cpu").flip_axes == []
+    for wrong in ([3], [0, 0], [-1]):
+        with pytest.raises(TfmedganError, match="--flip-axes takes distinct spatial axes"):
+            tiny(data, tmp_path, flip_axes=wrong).validate()

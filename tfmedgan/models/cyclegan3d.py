@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import keras
 import numpy as np
@@ -61,6 +61,8 @@ SKIP_OPTIONS = ("none", "add", "concat")
 
 # salts of the stateless random draws of a step
 _SALT_POOL_A, _SALT_POOL_B = 11, 21
+# offset of the flips' draws from the crops' (the batch index of the same key)
+_FLIP_SALT = 1_000_000_007
 
 
 @dataclasses.dataclass
@@ -105,6 +107,9 @@ class CycleGAN3DConfig(EngineConfig):
             takes twice the channels). Not the original.
         patch: train on random crops of this size ``[x, y, z]`` (the same crop of A and B) instead
             of whole volumes; empty = whole volumes (the original). Inference stays whole-volume.
+        flip_axes: random flips of the training pairs (A and B alike): along each listed spatial
+            axis (0, 1, 2) with probability 1/2, drawn from the seed, the epoch and the batch (a
+            resumed epoch repeats them); empty = none (the original). Not the original.
         recompute: gradient checkpointing of the generators: their activations are recomputed
             in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
     """
@@ -154,6 +159,9 @@ class CycleGAN3DConfig(EngineConfig):
     patch: list[int] = option(help="train on random crops X Y Z of the volumes (same crop of A and B; rounded up to "
                               "a valid shape); default: whole volumes, as the original", nargs=3, type=int,
                               metavar=("X", "Y", "Z"), default_factory=list)
+    flip_axes: list[int] = option(help="flip each training pair (A and B alike) along each of these spatial axes with "
+                                  "probability 1/2, e.g. 0 for left-right in RAS volumes; default: no flips, as the "
+                                  "original", nargs="+", type=int, metavar="AXIS", default_factory=list)
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
 
@@ -191,6 +199,8 @@ class CycleGAN3DConfig(EngineConfig):
             raise TfmedganError("--patch needs --norm channel or none (zslice normalisation ties the network to the Z size)")
         if not self.edge_weight > 0:
             raise TfmedganError(f"--edge-weight must be > 0, got {self.edge_weight}")
+        if any(axis not in (0, 1, 2) for axis in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
+            raise TfmedganError(f"--flip-axes takes distinct spatial axes among 0 1 2, got {self.flip_axes}")
         if self.discriminator_steps not in (1, 2):
             raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
@@ -439,9 +449,16 @@ class CycleGAN3DRecipe(CycleGANBase):
             self._train_pairs(), self.model_shape(), config.batch, config.seed, epoch,
             drop_remainder=getattr(self, "drop_remainder", True),
         )
-        if config.patch:
-            dataset = dataset.enumerate().map(
-                lambda index, pair: random_crop_pair(pair[0], pair[1], self.training_shape(), (config.seed, epoch), index))
+        if config.patch or config.flip_axes:
+            def augment(index: tf.Tensor, pair: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+                volume_a, volume_b = pair
+                if config.patch:
+                    volume_a, volume_b = random_crop_pair(volume_a, volume_b, self.training_shape(), (config.seed, epoch), index)
+                if config.flip_axes:
+                    volume_a, volume_b = random_flip_pair(volume_a, volume_b, config.flip_axes, (config.seed, epoch), index)
+                return volume_a, volume_b
+
+            dataset = dataset.enumerate().map(augment)
         return dataset.skip(skip_batches)
 
     def sample_pair(self) -> tuple[np.ndarray, np.ndarray]:
@@ -536,6 +553,39 @@ def random_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: tuple[int, 
     crop_a.set_shape([volume_a.shape[0], *size, volume_a.shape[-1]])
     crop_b.set_shape([volume_b.shape[0], *size, volume_b.shape[-1]])
     return crop_a, crop_b
+
+
+def random_flip_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, axes: Sequence[int],
+                     seed: tuple[int, int], index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Flip a batch of A volumes and of B volumes ``[b, x, y, z, c]`` alike along each of ``axes``
+    (spatial, 0-2) with probability 1/2.
+
+    The draws are stateless from ``(seed, index)``, independent of :func:`random_crop_pair`'s, so
+    a resumed epoch repeats its flips.
+
+    Args:
+        volume_a, volume_b: Batches of equal shape.
+        axes: Spatial axes that may be flipped (0 = x, which is left-right in RAS volumes).
+        seed: Two integers, e.g. ``(config seed, epoch)``.
+        index: Index of the batch within the epoch.
+
+    Returns:
+        The two batches, flipped alike.
+
+    Example:
+        >>> a = tf.reshape(tf.range(8.0), (1, 2, 2, 2, 1))
+        >>> flipped_a, flipped_b = random_flip_pair(a, a, [0], (1, 0), 0)
+        >>> bool(tf.reduce_all(flipped_a == flipped_b))
+        True
+    """
+    key = tf.stack([tf.cast(seed[0], tf.int64) * 1_000_003 + tf.cast(seed[1], tf.int64),
+                    tf.cast(index, tf.int64) + _FLIP_SALT])
+    draws = tf.random.stateless_uniform([len(axes)], seed=key, minval=0.0, maxval=1.0)
+    for position, axis in enumerate(axes):
+        flip = draws[position] < 0.5
+        volume_a = tf.where(flip, tf.reverse(volume_a, [int(axis) + 1]), volume_a)
+        volume_b = tf.where(flip, tf.reverse(volume_b, [int(axis) + 1]), volume_b)
+    return volume_a, volume_b
 
 
 #: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).
