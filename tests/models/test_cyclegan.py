@@ -526,7 +526,7 @@ def test_random_flip_pair_flips_a_and_b_alike_along_the_given_axes_from_the_seed
     assert seen == {(), (1,), (3,), (1, 3)}
 
 
-def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_them(tmp_path):
+def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_them(tmp_path, capsys):
     from tfmedgan.models.cyclegan3d import MODEL
 
     data = write_tiny_dataset(tmp_path / "data")
@@ -535,6 +535,7 @@ def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_the
     flips = []
     for recipe in (plain, flipping):
         recipe.prepare_data()
+    assert "warning" not in capsys.readouterr().err  # axis 0 is left-right in these RAS volumes
     for epoch in range(3):
         originals = [tuple(v.numpy() for v in batch) for batch in plain.dataset(epoch)]
         augmented = [tuple(v.numpy() for v in batch) for batch in flipping.dataset(epoch)]
@@ -553,6 +554,9 @@ def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_the
     patched = CycleGAN3DRecipe(tiny(data, tmp_path, name="both", patch=[8, 8, 8], upsample="resize", flip_axes=[0, 2]))
     patched.prepare_data()
     assert tuple(next(iter(patched.dataset(0)))[0].shape) == (1, 8, 8, 8, 1)
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and "--flip-axes 2" in warnings[0] and "towards S (orientation RAS)" in warnings[0]
+    assert "top to bottom" in warnings[0]
     assert MODEL.config().flip_axes == MODEL.config(preset="cpu").flip_axes == []
     for wrong in ([3], [0, 0], [-1]):
         with pytest.raises(TfmedganError, match="--flip-axes takes distinct spatial axes"):

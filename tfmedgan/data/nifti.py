@@ -84,6 +84,20 @@ def header_shape(path: str | Path) -> tuple[int, ...]:
     return shape
 
 
+def header_axis_codes(path: str | Path) -> tuple[str, ...]:
+    """Anatomical direction of each voxel axis from the header's affine, e.g. ``("R", "A", "S")``
+    (nibabel's ``aff2axcodes``: the direction each axis increases towards).
+
+    Raises:
+        TfmedganError: The file cannot be read as NIfTI.
+    """
+    try:
+        image = nib.load(str(path))
+        return tuple(str(code) for code in nib.aff2axcodes(image.affine))
+    except Exception as error:  # nibabel raises many types for broken files
+        raise TfmedganError(f"{path}: cannot read NIfTI header ({' '.join(str(error).split())})") from None
+
+
 def largest_shape(pairs: Sequence[Pair]) -> tuple[int, int, int]:
     """Element-wise maximum spatial shape over all files of ``pairs`` (header-level, fast).
 

@@ -435,6 +435,7 @@ class CycleGAN3DRecipe(CycleGANBase):
         sample = test[:1] if test else pairs[:1]
         nifti_data.validate_pairs(sample, paired=config.supervised, max_shape=self.model_shape(), progress=False)
         self._sample_files = sample[0]
+        self._warn_flips_across_the_midline(pairs[0][0])
         # The original's Sequence had int(count / batch) batches: a last partial batch is dropped.
         self.drop_remainder = True
         if num_replicas > 1 and config.batch % num_replicas:
@@ -442,6 +443,16 @@ class CycleGAN3DRecipe(CycleGANBase):
         if len(pairs) < config.batch:
             raise TfmedganError(f"{len(pairs)} volume pairs are fewer than one batch of {config.batch}")
         self.steps_per_epoch = len(pairs) // config.batch
+
+    def _warn_flips_across_the_midline(self, path: str | Path) -> None:
+        """Warn when --flip-axes names an axis that is not left-right in the training volumes
+        (a flip along it turns the anatomy upside down or back to front)."""
+        codes = nifti_data.header_axis_codes(path)
+        for axis in self.config.flip_axes:
+            if codes[axis] not in ("L", "R"):
+                print(f"warning: --flip-axes {axis}: axis {axis} of the training volumes runs towards {codes[axis]} "
+                      f"(orientation {''.join(codes)}), not left-right: its flips mirror the anatomy "
+                      f"{'top to bottom' if codes[axis] in ('S', 'I') else 'front to back'}", file=sys.stderr)
 
     def dataset(self, epoch: int, skip_batches: int = 0) -> tf.data.Dataset:
         config = self.config
