@@ -67,6 +67,7 @@ def main() -> int:
     import tensorflow as tf
 
     from tfmedgan import api
+    from tfmedgan import losses as loss_functions
     from tfmedgan.data.nifti import scale_to_unit_range
     from tfmedgan.engine.precision import set_precision
     from tfmedgan.inference.volumes import translate_volume
@@ -101,13 +102,12 @@ def main() -> int:
     @tf.function
     def step(a, b):
         with tf.GradientTape() as tape:
-            error = tf.abs(tf.cast(generator(a, training=True), tf.float32) - b)
-            if args.edge_weight != 1.0:
-                background = tf.cast(a <= -1.0 + 1e-6, tf.float32)
-                near = tf.nn.max_pool3d(background, 3, 1, "SAME") * (1.0 - background)
-                weight = 1.0 + (args.edge_weight - 1.0) * near
-                error = error * weight / tf.reduce_mean(weight)
-            loss = tf.reduce_mean(error)
+            translation = generator(a, training=True)
+            if args.edge_weight == 1.0:
+                loss = tf.reduce_mean(loss_functions.l1(translation, b))
+            else:  # cyclegan3d --edge-weight
+                weights = loss_functions.boundary_weights(a, args.edge_weight)
+                loss = tf.reduce_mean(loss_functions.weighted_l1(translation, b, weights))
         optimizer.apply_gradients(zip(tape.gradient(loss, generator.trainable_variables), generator.trainable_variables))
         return loss
 

@@ -69,16 +69,21 @@ def paired_files(
     return [(files_a[i % len(files_a)], files_b[i % len(files_b)]) for i in range(count)]
 
 
+def _load_header(path: str | Path):
+    """The nibabel image of ``path`` (header read, data not), or a one-line TfmedganError."""
+    try:
+        return nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for broken files
+        raise TfmedganError(f"{path}: cannot read NIfTI header ({' '.join(str(error).split())})") from None
+
+
 def header_shape(path: str | Path) -> tuple[int, ...]:
     """Spatial shape of a NIfTI file from its header only (trailing singleton axes dropped).
 
     Raises:
         TfmedganError: The file cannot be read as NIfTI.
     """
-    try:
-        shape = tuple(int(size) for size in nib.load(str(path)).shape)
-    except Exception as error:  # nibabel raises many types for broken files
-        raise TfmedganError(f"{path}: cannot read NIfTI header ({' '.join(str(error).split())})") from None
+    shape = tuple(int(size) for size in _load_header(path).shape)
     while len(shape) > 3 and shape[-1] == 1:
         shape = shape[:-1]
     return shape
@@ -91,11 +96,7 @@ def header_axis_codes(path: str | Path) -> tuple[str, ...]:
     Raises:
         TfmedganError: The file cannot be read as NIfTI.
     """
-    try:
-        image = nib.load(str(path))
-        return tuple(str(code) for code in nib.aff2axcodes(image.affine))
-    except Exception as error:  # nibabel raises many types for broken files
-        raise TfmedganError(f"{path}: cannot read NIfTI header ({' '.join(str(error).split())})") from None
+    return tuple(str(code) for code in nib.aff2axcodes(_load_header(path).affine))
 
 
 def largest_shape(pairs: Sequence[Pair]) -> tuple[int, int, int]:

@@ -435,7 +435,8 @@ class CycleGAN3DRecipe(CycleGANBase):
         sample = test[:1] if test else pairs[:1]
         nifti_data.validate_pairs(sample, paired=config.supervised, max_shape=self.model_shape(), progress=False)
         self._sample_files = sample[0]
-        self._warn_flips_across_the_midline(pairs[0][0])
+        if config.flip_axes:
+            self._warn_flips_across_the_midline(pairs[0][0])
         # The original's Sequence had int(count / batch) batches: a last partial batch is dropped.
         self.drop_remainder = True
         if num_replicas > 1 and config.batch % num_replicas:
@@ -538,6 +539,12 @@ class CycleGAN3DRecipe(CycleGANBase):
                 "memory_estimate_parts_gib": {k: round(v / 2**30, 3) for k, v in estimate.items() if k != "total"}}
 
 
+def _batch_key(seed: tuple[int, int], index: tf.Tensor, offset: int = 0) -> tf.Tensor:
+    """The stateless key of a batch's draws: ``(seed[0] * 1,000,003 + seed[1], index + offset)``."""
+    return tf.stack([tf.cast(seed[0], tf.int64) * 1_000_003 + tf.cast(seed[1], tf.int64),
+                     tf.cast(index, tf.int64) + offset])
+
+
 def random_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: tuple[int, int, int],
                      seed: tuple[int, int], index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """The same random crop ``size`` of a batch of A volumes and of B volumes ``[b, x, y, z, 1]``.
@@ -554,8 +561,7 @@ def random_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: tuple[int, 
         The cropped batches ``[b, *size, 1]``.
     """
     shape = tf.shape(volume_a)
-    key = tf.stack([tf.cast(seed[0], tf.int64) * 1_000_003 + tf.cast(seed[1], tf.int64), tf.cast(index, tf.int64)])
-    draws = tf.random.stateless_uniform([3], seed=key, minval=0.0, maxval=1.0)
+    draws = tf.random.stateless_uniform([3], seed=_batch_key(seed, index), minval=0.0, maxval=1.0)
     limits = tf.cast(shape[1:4] - tf.constant(size, tf.int32) + 1, tf.float32)
     corner = tf.cast(tf.floor(draws * limits), tf.int32)
     begin = tf.concat([[0], corner, [0]], axis=0)
@@ -589,9 +595,7 @@ def random_flip_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, axes: Sequence[in
         >>> bool(tf.reduce_all(flipped_a == flipped_b))
         True
     """
-    key = tf.stack([tf.cast(seed[0], tf.int64) * 1_000_003 + tf.cast(seed[1], tf.int64),
-                    tf.cast(index, tf.int64) + _FLIP_SALT])
-    draws = tf.random.stateless_uniform([len(axes)], seed=key, minval=0.0, maxval=1.0)
+    draws = tf.random.stateless_uniform([len(axes)], seed=_batch_key(seed, index, _FLIP_SALT), minval=0.0, maxval=1.0)
     for position, axis in enumerate(axes):
         flip = draws[position] < 0.5
         volume_a = tf.where(flip, tf.reverse(volume_a, [int(axis) + 1]), volume_a)
