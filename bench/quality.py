@@ -85,6 +85,12 @@ def train_and_evaluate(protocol: Protocol, budget_minutes: float, points: int, w
             arguments = ["run.py", protocol.model, "--resume", run_dir, "--max-steps", steps, "--no-progress"]
         cpu, wall = run_child(arguments, log)
         cpu_total, wall_total = cpu_total + cpu, wall_total + wall
+        reached = _steps_reached(run_dir)
+        ended = reached is not None and reached < steps
+        if ended:
+            # the run ended at its --epochs before this point of the budget: score what it reached, then stop
+            print(f"[{protocol.name}] the run ended at its last epoch: step {reached} of the {steps} asked", flush=True)
+            steps = reached
         seconds_per_step = cpu_total / steps
         started = time.monotonic()
         scores = protocol.evaluate(run_dir, work, f"step{steps:06d}")
@@ -94,9 +100,19 @@ def train_and_evaluate(protocol: Protocol, budget_minutes: float, points: int, w
         rows.append(row)
         print(f"[{protocol.name}] point {point}/{points}: " + ", ".join(
             f"{key} {value}" for key, value in row.items() if key not in ("point", "grid")), flush=True)
+        if ended:
+            break
     command = ["python", "run.py", *map(str, protocol.train_arguments(work, run_name))]
     return {"run_dir": str(run_dir), "command": " ".join(command), "points": rows,
             "cpu_seconds_per_step": round(seconds_per_step, 3)}
+
+
+def _steps_reached(run_dir: Path) -> int | None:
+    """The step a run's last training process ended at (its ``summary.json``), if it wrote one."""
+    try:
+        return int(json.loads((run_dir / "summary.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def draw_figure(name: str, result: dict, metrics: list[str], path: Path) -> None:
