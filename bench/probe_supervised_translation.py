@@ -60,6 +60,8 @@ def main() -> int:
                         help="full-resolution skip from the stem to the head: cyclegan3d --skip")
     parser.add_argument("--edge-weight", type=float, default=1.0,
                         help="L1 weight of the foreground voxels next to the background (26-neighbourhood); 1 = plain L1")
+    parser.add_argument("--loss", choices=("l1", "l2"), default="l1",
+                        help="supervised distance: l1 (default) or l2, squared error (cyclegan3d --supervised-loss)")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
 
@@ -103,7 +105,10 @@ def main() -> int:
     def step(a, b):
         with tf.GradientTape() as tape:
             translation = generator(a, training=True)
-            if args.edge_weight == 1.0:
+            if args.loss == "l2":  # cyclegan3d --supervised-loss l2
+                weights = None if args.edge_weight == 1.0 else loss_functions.boundary_weights(a, args.edge_weight)
+                loss = tf.reduce_mean(loss_functions.squared_error(translation, b, weights))
+            elif args.edge_weight == 1.0:
                 loss = tf.reduce_mean(loss_functions.l1(translation, b))
             else:  # cyclegan3d --edge-weight
                 weights = loss_functions.boundary_weights(a, args.edge_weight)
@@ -129,14 +134,14 @@ def main() -> int:
         predictions = {path.name: translate_volume(generator, t1, shape, multiple, window=crop) for path, t1, _ in protocol.heldout}
         scores = protocol._average(predictions)
         row = {"steps": steps, "cpu_minutes": round(cpu_seconds / 60.0, 2),
-               "train_l1_last50": round(float(np.mean(losses[-50:])), 4), **scores}
+               "train_loss_last50": round(float(np.mean(losses[-50:])), 4), **scores}
         rows.append(row)
         print(json.dumps(row), flush=True)
     out = args.work.parent / f"supervised_probe{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"model": "cyclegan3d --preset cpu generator, L1 on paired crops",
                                "options": {**overrides, "precision": args.precision, "norm": args.norm, "scale": args.scale,
                                                            "composite": args.composite, "skip": args.skip,
-                                                           "edge_weight": args.edge_weight}, "shape": list(shape),
+                                                           "edge_weight": args.edge_weight, "loss": args.loss}, "shape": list(shape),
                                "crop": list(crop), "points": rows, "baselines": protocol.baselines(args.work)},
                               indent=2) + "\n")
     print(f"results: {out}")

@@ -72,3 +72,20 @@ def test_weighted_l1_equals_l1_with_unit_weights_and_weighs_each_voxel():
     weights = rng.uniform(0, 3, size=(2, 4, 5, 3, 1)).astype(np.float32)
     expected = (weights * np.abs(a.numpy() - b.numpy())).reshape(2, -1).mean(axis=1)
     np.testing.assert_allclose(losses.weighted_l1(a, b, tf.constant(weights)).numpy(), expected, rtol=1e-5)
+
+
+def test_squared_error_is_the_per_example_mean_square_and_weighs_each_voxel():
+    rng = np.random.default_rng(3)
+    a, b = (rng.normal(size=(2, 4, 4, 4, 1)).astype(np.float32) for _ in range(2))
+    expected = ((a - b) ** 2).reshape(2, -1).mean(axis=1)
+    np.testing.assert_allclose(losses.squared_error(a, b).numpy(), expected, rtol=1e-6)
+    weights = rng.uniform(0.5, 2.0, size=(2, 4, 4, 4, 1)).astype(np.float32)
+    np.testing.assert_allclose(losses.squared_error(a, b, weights).numpy(),
+                               (weights * (a - b) ** 2).reshape(2, -1).mean(axis=1), rtol=1e-6)
+    # the minimiser over a constant prediction is the mean of the truth (L1's is the median)
+    truth = tf.constant([[0.0], [0.0], [1.0]])[None]
+    candidates = np.linspace(0.0, 1.0, 101, dtype=np.float32)
+    scores = [float(losses.squared_error(tf.fill((1, 3, 1), c), truth)[0]) for c in candidates]
+    assert candidates[int(np.argmin(scores))] == pytest.approx(1.0 / 3.0, abs=0.01)
+    absolute = [float(losses.l1(tf.fill((1, 3, 1), c), truth)[0]) for c in candidates]
+    assert candidates[int(np.argmin(absolute))] == pytest.approx(0.0, abs=0.01)

@@ -38,6 +38,23 @@ def weighted_l1(a: tf.Tensor, b: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
     return _per_example(tf.cast(weights, tf.float32) * tf.abs(tf.cast(a, tf.float32) - tf.cast(b, tf.float32)))
 
 
+def squared_error(a: tf.Tensor, b: tf.Tensor, weights: tf.Tensor | None = None) -> tf.Tensor:
+    """Mean of ``(a - b)^2`` per example, each voxel times ``weights`` if given (broadcast against ``a``).
+
+    Its minimiser is the conditional mean, where L1's is the median: where the truth is ambiguous
+    (a partial volume that may be bright CSF or a dim mixture with the background) the mean has
+    the lower squared error, which PSNR measures.
+
+    Example:
+        >>> squared_error(tf.zeros((2, 4, 1)), tf.ones((2, 4, 1))).numpy().tolist()
+        [1.0, 1.0]
+    """
+    error = tf.square(tf.cast(a, tf.float32) - tf.cast(b, tf.float32))
+    if weights is not None:
+        error = tf.cast(weights, tf.float32) * error
+    return _per_example(error)
+
+
 def boundary_weights(image: tf.Tensor, weight: float, background: float = -1.0, tolerance: float = 1e-6) -> tf.Tensor:
     """Per-voxel loss weights that stress the foreground's outermost voxels.
 

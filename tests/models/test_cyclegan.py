@@ -509,6 +509,39 @@ def test_edge_weight_weighs_the_supervised_l1_at_the_source_foregrounds_edge(tmp
         CycleGAN3DConfig(data_dir="d", edge_weight=0.0).validate()
 
 
+def test_supervised_loss_l2_uses_the_squared_error_with_the_edge_weights_and_trains():
+    """--supervised-loss l2: the supervised terms are the (edge-weighted) squared error; the
+    other terms of the same step are unchanged; l1 stays the default, also in the cpu preset."""
+    from tfmedgan import losses
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    rng = np.random.default_rng(7)
+    source = rng.uniform(-0.9, 1.0, (1, 8, 8, 8, 1)).astype(np.float32)
+    source[0, :, :2] = -1.0
+    fake, real = (tf.constant(rng.uniform(-1, 1, source.shape).astype(np.float32)) for _ in range(2))
+    squared = (fake.numpy() - real.numpy()) ** 2
+    recipe = CycleGAN3DRecipe(CycleGAN3DConfig(data_dir="unused", supervised_loss="l2"))
+    assert float(recipe.supervised_loss(fake, real, tf.constant(source))[0]) == pytest.approx(squared.mean(), rel=1e-5)
+    weighted = CycleGAN3DRecipe(CycleGAN3DConfig(data_dir="unused", supervised_loss="l2", edge_weight=5.0))
+    weights = np.ones(source.shape, np.float32)
+    weights[0, :, 2] = 5.0
+    np.testing.assert_allclose(weighted.supervised_loss(fake, real, tf.constant(source)).numpy(),
+                               [(weights * squared).mean() / weights.mean()], rtol=1e-5)
+    np.testing.assert_allclose(losses.squared_error(fake, real).numpy(), [squared.mean()], rtol=1e-5)
+
+    values = dict(data_dir="unused", shape=[16, 16, 16], base_filters=4, d_filters=4, pool_size=2, identity_every=0,
+                  generator_updates=1, norm="none", mask_background=True)
+    plain_losses, before, _ = _one_step(CycleGAN3DConfig(**values), background_rows=5)
+    squared_losses, _, _ = _one_step(CycleGAN3DConfig(supervised_loss="l2", **values), initial=before, background_rows=5)
+    for key in ("d_a", "d_b", "adv_a", "adv_b", "cycle_a", "cycle_b"):
+        assert squared_losses[key] == pytest.approx(plain_losses[key], rel=1e-5), key
+    for key in ("supervised_a", "supervised_b"):
+        assert np.isfinite(squared_losses[key]) and squared_losses[key] != pytest.approx(plain_losses[key], rel=1e-3), key
+    assert MODEL.config().supervised_loss == MODEL.config(preset="cpu").supervised_loss == "l1"
+    with pytest.raises(TfmedganError, match="--supervised-loss must be l1 or l2"):
+        CycleGAN3DConfig(data_dir="d", supervised_loss="huber").validate()
+
+
 def test_random_flip_pair_flips_a_and_b_alike_along_the_given_axes_from_the_seed():
     from tfmedgan.models.cyclegan3d import random_flip_pair
 

@@ -12,7 +12,8 @@ One training step (seed 000, ``CycleGAN_3D.py``)::
     generator_updates x G update on the same batch:
         1 * LSGAN(D_B(G_A2B(A)), 1) + 1 * LSGAN(D_A(G_B2A(B)), 1)
         + lambda_cycle * [L1(G_B2A(G_A2B(A)), A) + L1(G_A2B(G_B2A(B)), B)]
-        + lambda_supervised * [L1(G_A2B(A), B) + L1(G_B2A(B), A)]      (paired data only)
+        + lambda_supervised * [L1(G_A2B(A), B) + L1(G_B2A(B), A)]      (paired data only; L2 with
+                                                                          ``supervised_loss='l2'``)
     every identity_every-th step: lambda_identity * [L1(G_A2B(B), B) + L1(G_B2A(A), A)]
 
 Memory of the image pools: ``2 * pool_size * x*y*z * 4`` bytes, e.g. 1.83 GB for the original
@@ -58,6 +59,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 NORM_OPTIONS = ("channel", "zslice", "none")
 #: ``--skip`` values (see :func:`~tfmedgan.networks.resnet_translator.build_resnet_generator`).
 SKIP_OPTIONS = ("none", "add", "concat")
+#: ``--supervised-loss`` values: absolute (the original) or squared error.
+SUPERVISED_LOSSES = ("l1", "l2")
 
 # salts of the stateless random draws of a step
 _SALT_POOL_A, _SALT_POOL_B = 11, 21
@@ -90,6 +93,9 @@ class CycleGAN3DConfig(EngineConfig):
             with a background neighbour in the generator's input, :func:`tfmedgan.losses.boundary_weights`)
             relative to the others; 1 = uniform (the original). Not the original.
         supervised: add the supervised L1 terms (needs co-registered pairs; ``--unpaired`` = off).
+        supervised_loss: the supervised terms' distance: ``l1`` (the original) or ``l2`` (squared
+            error: its minimiser is the conditional mean, which PSNR rewards where the truth is
+            ambiguous; the L1's is the median). Not the original.
         identity_every: identity L1 update every N steps (0 = never).
         generator_updates: generator updates per discriminator update (2).
         discriminator_steps: discriminator updates per iteration: 2 (the original: one on the real
@@ -140,6 +146,9 @@ class CycleGAN3DConfig(EngineConfig):
     lambda_identity: float = option(1.0, "weight of the identity L1 losses")
     edge_weight: float = option(1.0, "weight of the supervised L1 at the foreground voxels next to the background, "
                                 "relative to the rest (1: uniform, the original); not the original")
+    supervised_loss: str = option("l1", "distance of the supervised terms: l1 (the original) or l2 (squared error; "
+                                  "predicts the conditional mean, which PSNR rewards); not the original",
+                                  choices=SUPERVISED_LOSSES)
     supervised: bool = option(True, "unpaired data: no supervised loss, no pair checks, unequal counts allowed",
                               negative="--unpaired")
     pair_by_order: bool = option(False, "pair trainA/trainB by sorted position only, as the original did; otherwise "
@@ -197,6 +206,8 @@ class CycleGAN3DConfig(EngineConfig):
             raise TfmedganError(f"--patch needs three positive sizes X Y Z, got {self.patch}")
         if self.patch and self.norm == "zslice":
             raise TfmedganError("--patch needs --norm channel or none (zslice normalisation ties the network to the Z size)")
+        if self.supervised_loss not in SUPERVISED_LOSSES:
+            raise TfmedganError(f"--supervised-loss must be l1 or l2, got {self.supervised_loss!r}")
         if not self.edge_weight > 0:
             raise TfmedganError(f"--edge-weight must be > 0, got {self.edge_weight}")
         if any(axis not in (0, 1, 2) for axis in self.flip_axes) or len(set(self.flip_axes)) != len(self.flip_axes):
@@ -284,9 +295,12 @@ class CycleGAN3DRecipe(CycleGANBase):
 
     # -- training --------------------------------------------------------------------------------
     def supervised_loss(self, fake: tf.Tensor, real: tf.Tensor, source: tf.Tensor) -> tf.Tensor:
-        """Per-example L1 of a translation against its paired truth; with ``--edge-weight`` the
-        voxels at the edge of the ``source`` volume's foreground weigh more."""
+        """Per-example L1 (``--supervised-loss l2``: squared error) of a translation against its
+        paired truth; with ``--edge-weight`` the voxels at the edge of the ``source`` volume's
+        foreground weigh more."""
         weight = float(self.config.edge_weight)
+        if self.config.supervised_loss == "l2":
+            return losses.squared_error(fake, real, None if weight == 1.0 else losses.boundary_weights(source, weight))
         if weight == 1.0:
             return losses.l1(fake, real)
         return losses.weighted_l1(fake, real, losses.boundary_weights(source, weight))
