@@ -91,6 +91,8 @@ def train_and_evaluate(protocol: Protocol, budget_minutes: float, points: int, w
             # the run ended at its --epochs before this point of the budget: score what it reached, then stop
             print(f"[{protocol.name}] the run ended at its last epoch: step {reached} of the {steps} asked", flush=True)
             steps = reached
+            if rows and rows[-1]["steps"] == reached:  # it had ended exactly at the last point: scored already
+                break
         seconds_per_step = cpu_total / steps
         started = time.monotonic()
         scores = protocol.evaluate(run_dir, work, f"step{steps:06d}")

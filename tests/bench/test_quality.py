@@ -86,3 +86,14 @@ def test_a_run_that_ends_at_its_epochs_is_scored_at_the_step_it_reached(quality,
     assert protocol.evaluated[-1] == "step000150"
     assert state["calls"] == 3  # no further segment after the run ended
     assert result["cpu_seconds_per_step"] == pytest.approx(1.0)
+
+
+def test_a_run_that_ends_exactly_at_a_point_is_not_scored_twice(quality, tmp_path, monkeypatch):
+    # the run's --epochs end it at step 120, exactly the second point: the third segment trains no step
+    run_child, state = fake_child(last_step=120)
+    monkeypatch.setattr(quality, "run_child", run_child)
+    protocol = FakeProtocol()
+    result = quality.train_and_evaluate(protocol, budget_minutes=4.0, points=4, work=tmp_path)
+    assert [row["steps"] for row in result["points"]] == [60, 120]
+    assert protocol.evaluated == ["step000060", "step000120"]
+    assert state["calls"] == 3  # the third segment found the run at its end
