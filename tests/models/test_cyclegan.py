@@ -559,6 +559,76 @@ def test_random_flip_pair_flips_a_and_b_alike_along_the_given_axes_from_the_seed
     assert seen == {(), (1,), (3,), (1, 3)}
 
 
+def test_affine_resample_pair_maps_output_voxels_to_the_stated_input_coordinates():
+    from tfmedgan.models.cyclegan3d import _rotation_matrix, affine_resample_pair
+
+    x, y, z = np.meshgrid(np.arange(20.0), np.arange(22.0), np.arange(18.0), indexing="ij")
+    ramp = (x + 2 * y + 3 * z).astype(np.float32)[None, ..., None]  # linear: linear interpolation is exact
+    centre = np.array([10.0, 11.0, 9.0])
+    size = (8, 6, 4)
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=float) for s in size], indexing="ij"), -1)
+    for angles, factors in (((0, 0, 0), (1, 1, 1)), ((0.1, -0.05, 0.07), (1.05, 0.95, 1.0)), ((0, 0, np.pi / 2), (1, 1, 1))):
+        matrix = _rotation_matrix(np.array(angles)) @ np.diag(1.0 / np.array(factors))
+        out_a, out_b = affine_resample_pair(ramp, 2 * ramp, matrix, centre, size)
+        source = centre + (grid - (np.array(size) - 1) / 2) @ matrix.T
+        expected = source @ np.array([1.0, 2.0, 3.0])
+        np.testing.assert_allclose(out_a[0, ..., 0], expected, atol=1e-3)
+        np.testing.assert_allclose(out_b, 2 * out_a, rtol=1e-6, atol=1e-4)
+    # the identity about an integer-centred crop is that crop, exactly
+    out, _ = affine_resample_pair(ramp, ramp, np.eye(3), np.array([10.5, 11.5, 9.5]), (8, 8, 8))
+    np.testing.assert_array_equal(out, ramp[:, 7:15, 8:16, 6:14])
+    # rotations keep lengths; a quarter turn about axis 2 swaps axes 0 and 1
+    rotation = _rotation_matrix(np.array([0.3, -0.2, 0.5]))
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(np.abs(_rotation_matrix(np.array([0, 0, np.pi / 2]))), [[0, 1, 0], [1, 0, 0], [0, 0, 1]], atol=1e-12)
+    # outside the input: the background; a skull-stripped pair keeps one mask for A and B
+    volume = -np.ones((1, 12, 12, 12, 1), np.float32)
+    volume[0, 3:9, 3:9, 3:9, 0] = np.random.default_rng(0).uniform(0.1, 1.0, (6, 6, 6))
+    other = np.where(volume > -1, 1.0 - volume, -1.0).astype(np.float32)
+    out_a, out_b = affine_resample_pair(volume, other, _rotation_matrix(np.array([0.3, 0.2, -0.4])) * 1.1,
+                                        np.array([5.5, 5.5, 5.5]), (16, 16, 16))
+    assert out_a[0, 0, 0, 0, 0] == -1.0 and 0.03 < (out_a > -1).mean() < 0.2  # the cube, about (6 + 1)^3 / 1.1^3 voxels
+    np.testing.assert_array_equal(out_a == -1.0, out_b == -1.0)
+
+
+def test_affine_augmentation_transforms_pairs_alike_on_a_share_of_the_crops_and_a_resume_repeats_them(tmp_path):
+    from tfmedgan.models.cyclegan3d import MODEL
+
+    data = write_tiny_dataset(tmp_path / "data")
+    options = dict(patch=[8, 8, 8], upsample="resize", epochs=1)
+    plain = CycleGAN3DRecipe(tiny(data, tmp_path, name="plain", **options))
+    affine = CycleGAN3DRecipe(tiny(data, tmp_path, name="affine", affine_degrees=10, affine_scale=0.1, **options))
+    for recipe in (plain, affine):
+        recipe.prepare_data()
+    transformed = 0
+    for epoch in range(4):
+        crops = [tuple(v.numpy() for v in batch) for batch in plain.dataset(epoch)]
+        augmented = [tuple(v.numpy() for v in batch) for batch in affine.dataset(epoch)]
+        assert len(augmented) == 4
+        for (a, b), (new_a, new_b) in zip(crops, augmented):
+            assert new_a.shape == new_b.shape == (1, 8, 8, 8, 1) and new_a.dtype == np.float32
+            np.testing.assert_array_equal(new_a == -1.0, new_b == -1.0)  # one background mask
+            assert new_a.min() >= -1.0 and new_a.max() <= 1.0
+            if np.array_equal(new_a, a):  # the untransformed share: the plain run's crop
+                np.testing.assert_array_equal(new_b, b)
+            else:
+                transformed += 1
+        resumed = [v.numpy() for v in next(iter(affine.dataset(epoch, skip_batches=3)))]
+        np.testing.assert_array_equal(resumed[1], augmented[3][1])
+    assert 3 <= transformed <= 13  # about half of 16 batches (probability 0.5)
+    always = CycleGAN3DRecipe(tiny(data, tmp_path, name="always", affine_degrees=10, affine_probability=1.0, epochs=1))
+    always.prepare_data()  # whole volumes: the transform about the volume's centre
+    batches = [tuple(v.numpy() for v in batch) for batch in always.dataset(0)]
+    assert all(a.shape == (1, *always.model_shape(), 1) for a, _ in batches)
+    run, summary = launch(always, progress=False)  # trains through the tf.data numpy step
+    assert summary["steps"] == 4 and np.isfinite([float(r["g"]) for r in read_losses(run)]).all()
+    assert MODEL.config().affine_degrees == MODEL.config(preset="cpu").affine_scale == 0.0
+    for wrong, message in ((dict(affine_degrees=-1), "--affine-degrees"), (dict(affine_scale=0.5), "--affine-scale"),
+                           (dict(affine_probability=0), "--affine-probability")):
+        with pytest.raises(TfmedganError, match=message):
+            tiny(data, tmp_path, **wrong).validate()
+
+
 def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_them(tmp_path, capsys):
     from tfmedgan.models.cyclegan3d import MODEL
 

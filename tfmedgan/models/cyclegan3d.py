@@ -66,6 +66,8 @@ SUPERVISED_LOSSES = ("l1", "l2")
 _SALT_POOL_A, _SALT_POOL_B = 11, 21
 # offset of the flips' draws from the crops' (the batch index of the same key)
 _FLIP_SALT = 1_000_000_007
+# offset of the random affine transforms' draws
+_AFFINE_SALT = 2_000_000_011
 
 
 @dataclasses.dataclass
@@ -116,6 +118,13 @@ class CycleGAN3DConfig(EngineConfig):
         flip_axes: random flips of the training pairs (A and B alike): along each listed spatial
             axis (0, 1, 2) with probability 1/2, drawn from the seed, the epoch and the batch (a
             resumed epoch repeats them); empty = none (the original). Not the original.
+        affine_degrees: random affine augmentation of the training pairs (A and B alike): a
+            rotation of up to this many degrees about each axis (0 with ``affine_scale`` 0 = off,
+            the original). The crop (or the whole volume) is resampled linearly around its centre
+            from the whole volume; see :func:`random_affine_crop_pair`. Not the original.
+        affine_scale: random scale of up to this fraction per axis (e.g. 0.05 = +-5 %).
+        affine_probability: the fraction of training pairs so transformed; the rest stay as read
+            (linear resampling smooths the noise, which the test volumes keep).
         recompute: gradient checkpointing of the generators: their activations are recomputed
             in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
     """
@@ -171,6 +180,13 @@ class CycleGAN3DConfig(EngineConfig):
     flip_axes: list[int] = option(help="flip each training pair (A and B alike) along each of these spatial axes with "
                                   "probability 1/2, e.g. 0 for left-right in RAS volumes; default: no flips, as the "
                                   "original", nargs="+", type=int, metavar="AXIS", default_factory=list)
+    affine_degrees: float = option(0.0, "random affine augmentation of the training pairs (A and B alike): rotations "
+                                   "of up to this many degrees about each axis; 0 with --affine-scale 0: none, as "
+                                   "the original")
+    affine_scale: float = option(0.0, "random affine augmentation: scale each axis by up to this fraction (0.05 = "
+                                 "+-5 per cent); not the original")
+    affine_probability: float = option(0.5, "fraction of the training pairs that get the random affine transform "
+                                       "(linear resampling smooths their noise)")
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
 
@@ -214,6 +230,12 @@ class CycleGAN3DConfig(EngineConfig):
             raise TfmedganError(f"--flip-axes takes distinct spatial axes among 0 1 2, got {self.flip_axes}")
         if self.discriminator_steps not in (1, 2):
             raise TfmedganError(f"--discriminator-steps must be 1 or 2, got {self.discriminator_steps}")
+        if not 0 <= self.affine_degrees <= 45:
+            raise TfmedganError(f"--affine-degrees must be between 0 and 45, got {self.affine_degrees}")
+        if not 0 <= self.affine_scale < 0.5:
+            raise TfmedganError(f"--affine-scale must be in [0, 0.5), got {self.affine_scale}")
+        if not 0 < self.affine_probability <= 1:
+            raise TfmedganError(f"--affine-probability must be in (0, 1], got {self.affine_probability}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
                             "lambda_cycle", "lambda_supervised", "lambda_identity", "decay_epoch")
 
@@ -475,10 +497,15 @@ class CycleGAN3DRecipe(CycleGANBase):
             self._train_pairs(), self.model_shape(), config.batch, config.seed, epoch,
             drop_remainder=getattr(self, "drop_remainder", True),
         )
-        if config.patch or config.flip_axes:
+        affine = config.affine_degrees > 0 or config.affine_scale > 0
+        if config.patch or config.flip_axes or affine:
             def augment(index: tf.Tensor, pair: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
                 volume_a, volume_b = pair
-                if config.patch:
+                if affine:
+                    volume_a, volume_b = random_affine_crop_pair(
+                        volume_a, volume_b, self.training_shape(), config.affine_degrees, config.affine_scale,
+                        config.affine_probability, (config.seed, epoch), index)
+                elif config.patch:
                     volume_a, volume_b = random_crop_pair(volume_a, volume_b, self.training_shape(), (config.seed, epoch), index)
                 if config.flip_axes:
                     volume_a, volume_b = random_flip_pair(volume_a, volume_b, config.flip_axes, (config.seed, epoch), index)
@@ -615,6 +642,101 @@ def random_flip_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, axes: Sequence[in
         volume_a = tf.where(flip, tf.reverse(volume_a, [int(axis) + 1]), volume_a)
         volume_b = tf.where(flip, tf.reverse(volume_b, [int(axis) + 1]), volume_b)
     return volume_a, volume_b
+
+
+def _rotation_matrix(angles: np.ndarray) -> np.ndarray:
+    """The 3x3 rotation by ``angles`` (radians) about the axes 0, 1 and 2, in that order."""
+    matrix = np.eye(3)
+    for axis, angle in enumerate(angles):
+        first, second = [other for other in range(3) if other != axis]
+        rotation = np.eye(3)
+        rotation[first, first] = rotation[second, second] = np.cos(angle)
+        rotation[first, second], rotation[second, first] = -np.sin(angle), np.sin(angle)
+        matrix = rotation @ matrix
+    return matrix
+
+
+def affine_resample_pair(volume_a: np.ndarray, volume_b: np.ndarray, matrix: np.ndarray, centre: np.ndarray,
+                         size: Sequence[int], background: float = -1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Resample two batches ``[b, x, y, z, c]`` alike on a ``size`` grid: output voxel ``o`` takes
+    the linear interpolation of the input at ``centre + matrix @ (o - (size - 1) / 2)``
+    (:func:`scipy.ndimage.affine_transform`); outside the input it is ``background``.
+
+    Linear interpolation keeps the background exact: an output voxel is ``background`` only where
+    all the input voxels it mixes are, so a skull-stripped pair keeps one mask for A and B.
+    """
+    from scipy import ndimage
+
+    size = tuple(int(s) for s in size)
+    offset = np.asarray(centre, np.float64) - matrix @ ((np.asarray(size, np.float64) - 1.0) / 2.0)
+    outputs = []
+    for volume in (volume_a, volume_b):
+        out = np.empty((volume.shape[0], *size, volume.shape[-1]), np.float32)
+        for item in range(volume.shape[0]):
+            for channel in range(volume.shape[-1]):
+                out[item, ..., channel] = ndimage.affine_transform(
+                    volume[item, ..., channel], matrix, offset, output_shape=size, order=1, mode="constant",
+                    cval=background)
+        outputs.append(out)
+    return outputs[0], outputs[1]
+
+
+def random_affine_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: Sequence[int], degrees: float,
+                            scale: float, probability: float, seed: tuple[int, int],
+                            index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The same random crop ``size`` of a batch of A and of B volumes ``[b, x, y, z, c]``, with
+    probability ``probability`` under a random rotation (up to ``degrees`` about each axis) and
+    scale (up to ``scale`` per axis) about the crop's centre, resampled linearly from the whole
+    volume (so a rotated crop has no empty corners inside the volume).
+
+    The crop's corner is :func:`random_crop_pair`'s draw (the same crops as without the
+    transform); the transform's draws are stateless from ``(seed, index)`` too, so a resumed
+    epoch repeats them. A batch shares one transform.
+
+    Args:
+        volume_a, volume_b: Batches of equal spatial shape, at least ``size``.
+        size: Crop spatial shape (the volume's shape: the whole volume about its centre).
+        degrees: Largest rotation about each axis, in degrees.
+        scale: Largest relative scale change per axis.
+        probability: Chance that a batch is transformed; otherwise it is the plain crop.
+        seed: Two integers, e.g. ``(config seed, epoch)``.
+        index: Index of the batch within the epoch.
+
+    Returns:
+        The two batches ``[b, *size, c]``, transformed alike.
+
+    Example:
+        >>> a = tf.random.stateless_uniform((1, 12, 12, 12, 1), seed=(1, 2))
+        >>> crop_a, crop_b = random_affine_crop_pair(a, a, (8, 8, 8), 10.0, 0.05, 1.0, (1, 0), 0)
+        >>> crop_a.shape, bool(tf.reduce_all(crop_a == crop_b))
+        (TensorShape([1, 8, 8, 8, 1]), True)
+    """
+    size = tuple(int(s) for s in size)
+    shape = tf.shape(volume_a)
+    corner_draws = tf.random.stateless_uniform([3], seed=_batch_key(seed, index), minval=0.0, maxval=1.0)
+    limits = tf.cast(shape[1:4] - tf.constant(size, tf.int32) + 1, tf.float32)
+    corner = tf.floor(corner_draws * limits)
+    centre = tf.cast(corner, tf.float64) + (tf.constant(size, tf.float64) - 1.0) / 2.0
+    draws = tf.random.stateless_uniform([7], seed=_batch_key(seed, index, _AFFINE_SALT), minval=-1.0, maxval=1.0,
+                                        dtype=tf.float64)
+
+    def transform(volume_a, volume_b, centre, draws):
+        apply = (draws[6] + 1.0) / 2.0 < probability
+        angles = np.deg2rad(degrees) * draws[:3] if apply else np.zeros(3)
+        factors = 1.0 + scale * draws[3:6] if apply else np.ones(3)
+        # output -> input coordinates: rotate, then divide by the scale (a scale > 1 enlarges)
+        matrix = _rotation_matrix(angles) @ np.diag(1.0 / factors)
+        if not apply:  # the plain crop, without resampling
+            begin = np.round(centre - (np.asarray(size) - 1.0) / 2.0).astype(int)
+            window = (slice(None), *(slice(b, b + s) for b, s in zip(begin, size)), slice(None))
+            return volume_a[window].astype(np.float32), volume_b[window].astype(np.float32)
+        return affine_resample_pair(volume_a, volume_b, matrix, centre, size)
+
+    crop_a, crop_b = tf.numpy_function(transform, [volume_a, volume_b, centre, draws], [tf.float32, tf.float32],
+                                       stateful=False)
+    crop_a.set_shape([volume_a.shape[0], *size, volume_a.shape[-1]])
+    crop_b.set_shape([volume_b.shape[0], *size, volume_b.shape[-1]])
+    return crop_a, crop_b
 
 
 #: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).
