@@ -629,6 +629,48 @@ def test_affine_augmentation_transforms_pairs_alike_on_a_share_of_the_crops_and_
             tiny(data, tmp_path, **wrong).validate()
 
 
+def test_bias_field_multiplies_each_foreground_by_its_own_smooth_field_and_a_resume_repeats_it(tmp_path):
+    from tfmedgan.models.cyclegan3d import MODEL, random_bias_field_pair
+
+    volume = -np.ones((2, 24, 28, 20, 1), np.float32)
+    volume[:, 4:20, 4:24, 4:16] = 0.2
+    a, b = random_bias_field_pair(tf.constant(volume), tf.constant(volume), 0.3, (5, 1), 7)
+    a, b = a.numpy(), b.numpy()
+    foreground = volume > -1
+    np.testing.assert_array_equal(a[~foreground], -1.0)  # the background stays exact
+    np.testing.assert_array_equal(b[~foreground], -1.0)
+    fields = [(x[i][foreground[i]] + 1.0) / 1.2 for x in (a, b) for i in range(2)]
+    assert all(0.3 < f.min() and f.max() < 3.0 for f in fields)
+    assert all(np.std(np.log(f)) > 0.005 for f in fields)  # changed, by a field up to exp(0.3 x 3)
+    assert len({round(float(f.mean()), 6) for f in fields}) == 4  # every volume its own field
+    field = (a[0] + 1.0) / 1.2
+    inner = field[5:19, 5:23, 5:15, 0]
+    assert np.abs(np.diff(inner, axis=0)).max() < 0.05  # smooth: neighbours differ by < 5 %
+    again = random_bias_field_pair(tf.constant(volume), tf.constant(volume), 0.3, (5, 1), 7)[0].numpy()
+    np.testing.assert_array_equal(again, a)  # stateless: a resume repeats it
+    other = random_bias_field_pair(tf.constant(volume), tf.constant(volume), 0.3, (5, 1), 8)[0].numpy()
+    assert not np.array_equal(other, a)
+
+    data = write_tiny_dataset(tmp_path / "data")
+    plain = CycleGAN3DRecipe(tiny(data, tmp_path, name="plain", epochs=1, patch=[8, 8, 8], upsample="resize"))
+    biased = CycleGAN3DRecipe(tiny(data, tmp_path, name="bias", epochs=1, patch=[8, 8, 8], upsample="resize",
+                                   bias_field=0.2))
+    for recipe in (plain, biased):
+        recipe.prepare_data()
+    for (x, y), (bx, by) in zip(plain.dataset(0), biased.dataset(0)):
+        x, y, bx, by = x.numpy(), y.numpy(), bx.numpy(), by.numpy()
+        assert bx.shape == x.shape == (1, 8, 8, 8, 1)
+        np.testing.assert_array_equal(bx == -1.0, x == -1.0)  # the same crop, the same mask
+        np.testing.assert_array_equal(by == -1.0, y == -1.0)
+        ratio = (bx[x > -1] + 1.0) / (x[x > -1] + 1.0)
+        assert 0.5 < ratio.min() and ratio.max() < 2.0 and ratio.std() > 0
+    run, summary = launch(biased, progress=False)
+    assert summary["steps"] == 4 and np.isfinite([float(r["g"]) for r in read_losses(run)]).all()
+    assert MODEL.config().bias_field == MODEL.config(preset="cpu").bias_field == 0.0
+    with pytest.raises(TfmedganError, match="--bias-field"):
+        tiny(data, tmp_path, bias_field=-0.1).validate()
+
+
 def test_flip_axes_flip_the_training_pairs_alike_and_a_resumed_epoch_repeats_them(tmp_path, capsys):
     from tfmedgan.models.cyclegan3d import MODEL
 

@@ -68,6 +68,8 @@ _SALT_POOL_A, _SALT_POOL_B = 11, 21
 _FLIP_SALT = 1_000_000_007
 # offset of the random affine transforms' draws
 _AFFINE_SALT = 2_000_000_011
+# offset of the random bias fields' draws
+_BIAS_SALT = 3_000_000_019
 
 
 @dataclasses.dataclass
@@ -125,6 +127,10 @@ class CycleGAN3DConfig(EngineConfig):
         affine_scale: random scale of up to this fraction per axis (e.g. 0.05 = +-5 %).
         affine_probability: the fraction of training pairs so transformed; the rest stay as read
             (linear resampling smooths the noise, which the test volumes keep).
+        bias_field: random smooth multiplicative bias fields on the training volumes: each volume
+            of a pair gets its own field ``exp(a * f)``, ``f`` smooth with unit deviation and ``a``
+            uniform in [0, bias_field] (0 = off, the original); see
+            :func:`random_bias_field_pair`. Not the original.
         recompute: gradient checkpointing of the generators: their activations are recomputed
             in the backward pass instead of kept (less memory, ~1.3-2.2x the step time).
     """
@@ -187,6 +193,8 @@ class CycleGAN3DConfig(EngineConfig):
                                  "+-5 per cent); not the original")
     affine_probability: float = option(0.5, "fraction of the training pairs that get the random affine transform "
                                        "(linear resampling smooths their noise)")
+    bias_field: float = option(0.0, "random smooth multiplicative bias fields on the training volumes, each volume of "
+                               "a pair its own, of log-amplitude up to this (e.g. 0.15); 0: none, as the original")
     recompute: bool = option(False, "gradient checkpointing of the generators: ~3x less memory, 1.3-2.2x step time")
     seed: int = option(12346, "random seed (Python, NumPy, TensorFlow)", group="training engine")
 
@@ -236,6 +244,8 @@ class CycleGAN3DConfig(EngineConfig):
             raise TfmedganError(f"--affine-scale must be in [0, 0.5), got {self.affine_scale}")
         if not 0 < self.affine_probability <= 1:
             raise TfmedganError(f"--affine-probability must be in (0, 1], got {self.affine_probability}")
+        if not 0 <= self.bias_field <= 1:
+            raise TfmedganError(f"--bias-field must be between 0 and 1, got {self.bias_field}")
         self.check_at_least(0, "n_downsamplings", "n_residual_blocks", "identity_every", "pool_size", "lr",
                             "lambda_cycle", "lambda_supervised", "lambda_identity", "decay_epoch")
 
@@ -498,9 +508,12 @@ class CycleGAN3DRecipe(CycleGANBase):
             drop_remainder=getattr(self, "drop_remainder", True),
         )
         affine = config.affine_degrees > 0 or config.affine_scale > 0
-        if config.patch or config.flip_axes or affine:
+        if config.patch or config.flip_axes or affine or config.bias_field:
             def augment(index: tf.Tensor, pair: tuple[tf.Tensor, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
                 volume_a, volume_b = pair
+                if config.bias_field:  # on the whole volume, so the field is as smooth as a scanner's
+                    volume_a, volume_b = random_bias_field_pair(volume_a, volume_b, config.bias_field,
+                                                                (config.seed, epoch), index)
                 if affine:
                     volume_a, volume_b = random_affine_crop_pair(
                         volume_a, volume_b, self.training_shape(), config.affine_degrees, config.affine_scale,
@@ -737,6 +750,62 @@ def random_affine_crop_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, size: Sequ
     crop_a.set_shape([volume_a.shape[0], *size, volume_a.shape[-1]])
     crop_b.set_shape([volume_b.shape[0], *size, volume_b.shape[-1]])
     return crop_a, crop_b
+
+
+def random_bias_field_pair(volume_a: tf.Tensor, volume_b: tf.Tensor, strength: float, seed: tuple[int, int],
+                           index: tf.Tensor, background: float = -1.0) -> tuple[tf.Tensor, tf.Tensor]:
+    """Multiply the foreground of every volume of a batch of A and of B volumes ``[b, x, y, z, c]``
+    by its own random smooth bias field.
+
+    A volume ``x`` in [-1, 1] becomes ``(x + 1) * exp(a * f) - 1``: ``f`` is a smooth random field
+    of unit deviation (:func:`tfmedgan.data.samples.template.smooth_random_field`, 4 bumps per
+    axis, as the built-in subjects' own fields) and ``a`` is uniform in ``[0, strength]``. The
+    background (-1) stays exact, so ``--mask-background`` sees the same mask. A and B get
+    independent fields: the network learns that a smooth intensity change of its input says
+    nothing about its output, while the median of a target's field is 1, which leaves an L1
+    target's minimiser in place. The draws are stateless from ``(seed, index)``: a resumed epoch
+    repeats them. Values above 1 are kept (not clipped).
+
+    Args:
+        volume_a, volume_b: Batches scaled to [-1, 1] with the background at ``background``.
+        strength: Largest log-amplitude of a field.
+        seed: Two integers, e.g. ``(config seed, epoch)``.
+        index: Index of the batch within the epoch.
+        background: The background value, left unchanged.
+
+    Returns:
+        The two batches, each volume times its own field (float32).
+
+    Example:
+        >>> a = tf.fill((1, 16, 16, 16, 1), 0.0)
+        >>> biased_a, biased_b = random_bias_field_pair(a, a, 0.2, (1, 0), 0)
+        >>> bool(tf.reduce_any(biased_a != biased_b)), bool(tf.reduce_all(tf.abs(biased_a) < 0.5))
+        (True, True)
+    """
+    from tfmedgan.data.samples.template import smooth_random_field
+
+    key = tf.random.stateless_uniform([2], seed=_batch_key(seed, index, _BIAS_SALT), minval=0, maxval=2**31 - 1,
+                                      dtype=tf.int64)
+
+    def multiply(volume_a, volume_b, key):
+        rng = np.random.default_rng([int(k) for k in key])
+        outputs = []
+        for volume in (volume_a, volume_b):
+            out = np.array(volume, np.float32)
+            for item in range(out.shape[0]):
+                for channel in range(out.shape[-1]):
+                    field = np.exp(rng.uniform(0.0, strength) * smooth_random_field(rng, out.shape[1:4], 4))
+                    image = out[item, ..., channel]
+                    out[item, ..., channel] = np.where(image > background,
+                                                       (image - background) * field + background, image)
+            outputs.append(out)
+        return outputs[0], outputs[1]
+
+    biased_a, biased_b = tf.numpy_function(multiply, [volume_a, volume_b, key], [tf.float32, tf.float32],
+                                           stateful=False)
+    biased_a.set_shape(volume_a.shape)
+    biased_b.set_shape(volume_b.shape)
+    return biased_a, biased_b
 
 
 #: Calibration constants of :func:`estimate_training_memory` (fitted to ``bench/bench_cyclegan3d.py``).

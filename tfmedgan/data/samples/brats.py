@@ -51,7 +51,7 @@ from tfmedgan.data.samples.template import (
     _check_seed,
     _random_sampling_coordinates,
     _rician,
-    _smooth_field,
+    smooth_random_field,
     _warp,
     load_mni152,
     tissue_probabilities,
@@ -269,7 +269,7 @@ def _render_case(templates, grid: _Grid, institution: Institution, rng: np.rando
         image = synthesize_contrast(fractions, jitter, institution.gamma[modality])
         if any(sigma > 0 for sigma in sigma_voxels):
             image = ndimage.gaussian_filter(image, sigma_voxels, mode="constant")
-        bias = np.exp(rng.uniform(*institution.bias_strength) * _smooth_field(rng, grid.shape, 4))
+        bias = np.exp(rng.uniform(*institution.bias_strength) * smooth_random_field(rng, grid.shape, 4))
         reference = float(np.median(list(institution.intensities[modality].values())))
         noisy = _rician(rng, image * bias, sigma=rng.uniform(*institution.noise) * reference)
         volumes[modality] = (noisy * brain * institution.scale).astype(np.float32)

@@ -29,7 +29,7 @@ from tfmedgan.data.samples.template import (
     _check_seed,
     _random_sampling_coordinates,
     _rician,
-    _smooth_field,
+    smooth_random_field,
     _warp,
     cache_root,
     load_mni152,
@@ -120,7 +120,7 @@ def _render_slice(stack: _SliceStack, rng: np.random.Generator) -> np.ndarray:
     image = _warp(image, coordinates)
     mask = _warp(mask, coordinates)
 
-    bias = np.exp(rng.uniform(0.05, 0.2) * _smooth_field(rng, (resolution, resolution), 3))
+    bias = np.exp(rng.uniform(0.05, 0.2) * smooth_random_field(rng, (resolution, resolution), 3))
     image = np.clip(image, 0.0, None) * bias
     image = image ** rng.uniform(0.85, 1.15)
     # less noise per pixel at lower resolution, as if the 256 px slice had been averaged down

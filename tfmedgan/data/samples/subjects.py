@@ -25,7 +25,7 @@ from tfmedgan.data.samples.template import (
     _check_seed,
     _random_sampling_coordinates,
     _rician,
-    _smooth_field,
+    smooth_random_field,
     _warp,
     load_mni152,
     synthetic_t1_t2,
@@ -43,7 +43,7 @@ def _finish_contrast(
     rng: np.random.Generator, image: np.ndarray, brain: np.ndarray, reference: float
 ) -> np.ndarray:
     """Apply a bias field and Rician noise, zero the background, return float32."""
-    bias = np.exp(rng.uniform(0.05, 0.15) * _smooth_field(rng, image.shape, 4))
+    bias = np.exp(rng.uniform(0.05, 0.15) * smooth_random_field(rng, image.shape, 4))
     sigma = rng.uniform(0.01, 0.03) * reference
     noisy = _rician(rng, np.clip(image, 0.0, None) * bias, sigma=sigma)
     return (noisy * brain).astype(np.float32)

@@ -32,6 +32,7 @@ from scipy import ndimage
 from tfmedgan.errors import TfmedganError
 
 __all__ = [
+    "smooth_random_field",
     "BRAINWEB_T1",
     "BRAINWEB_T2",
     "MNI152Templates",
@@ -197,14 +198,24 @@ def synthetic_t1_t2(
 # --------------------------------------------------------------------------------------------------
 
 
-def _smooth_field(
+def smooth_random_field(
     rng: np.random.Generator, shape: tuple[int, ...], coarse: int
 ) -> np.ndarray:
-    """A smooth random field of unit standard deviation.
+    """A smooth random field of unit standard deviation (bias fields, warps).
 
     Coarse Gaussian noise on a ``coarse``-per-axis grid is upsampled with cubic splines to an
     intermediate grid (about a quarter of the size per axis), then linearly to ``shape``; the
     linear step is cheap and invisible because the field barely changes between samples.
+
+    Args:
+        rng: The random generator drawn from.
+        shape: Output shape (2D or 3D).
+        coarse: Grid points per axis of the coarse noise (about the number of bumps + 1).
+
+    Example:
+        >>> field = smooth_random_field(np.random.default_rng(0), (32, 40, 24), 4)
+        >>> field.shape, round(float(field.std()), 3)
+        ((32, 40, 24), 1.0)
     """
     grid = rng.standard_normal((coarse,) * len(shape))
     middle = tuple(min(size, max(4 * coarse, -(-size // 4))) for size in shape)
@@ -267,7 +278,7 @@ def _random_sampling_coordinates(
     coordinates += (centre + translation).reshape((ndim,) + (1,) * ndim).astype(np.float32)
     if elastic_std > 0:
         for axis in range(ndim):
-            coordinates[axis] += elastic_std * _smooth_field(rng, shape, elastic_coarse)
+            coordinates[axis] += elastic_std * smooth_random_field(rng, shape, elastic_coarse)
     return coordinates
 
 
