@@ -41,6 +41,7 @@ from tfmedgan.data.samples.template import (
     MNI152Templates,
     cache_root,
     load_mni152,
+    smooth_random_field,
     synthetic_t1_t2,
     tissue_probabilities,
 )
