@@ -70,7 +70,8 @@ def _translate_3d(args) -> int:
     model, shape = load_translator(
         None if source == "-" else source, args.direction, legacy_json=args.legacy_json, legacy_hdf5=args.legacy_hdf5
     )
-    written = translate_files(model, shape, files, out, overwrite=args.overwrite, progress=not args.no_progress)
+    written = translate_files(model, shape, files, out, overwrite=args.overwrite, progress=not args.no_progress,
+                              flip_average=args.flip_average)
     print(f"wrote {len(written)} synthetic volume(s) ({args.direction}) to {out}")
     return 0
 
@@ -121,6 +122,8 @@ def _dispatch(args) -> int:
         kind = "volumes"  # the original 3D CycleGAN's Keras 2 model files
     else:
         raise TfmedganError(f"{source}: no such run directory or model file")
+    if args.flip_average and kind != "volumes":
+        raise TfmedganError(f"--flip-average applies to 3D CycleGAN translations, not to this {kind} model")
     handler, count, usage = HANDLERS[kind]
     if len(args.paths) != count:
         raise TfmedganError(f"give {usage} for this {kind} model ({len(args.paths)} paths given)")
@@ -139,6 +142,9 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="2D: seed of the latent vectors (default: 0)")
     parser.add_argument("--batch", type=int, default=32, help="2D: images per generator call (default: 32)")
     parser.add_argument("--direction", choices=("A2B", "B2A"), default="A2B", help="3D: translation direction (default: A2B)")
+    parser.add_argument("--flip-average", action="store_true",
+                        help="3D: also translate each volume mirrored left-right and average the two "
+                             "(2x the time; not the original)")
     parser.add_argument("--legacy-json", help="3D: original Keras 2 architecture (.json) of the generator")
     parser.add_argument("--legacy-hdf5", help="3D: original Keras 2 weights (.hdf5) of the generator")
     parser.add_argument("--blend", choices=("gaussian", "mean"), default="gaussian",

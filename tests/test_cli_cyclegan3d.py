@@ -134,6 +134,18 @@ def test_train_evaluate_and_generate_nifti(tmp_path, capsys):
     nib.save(nib.Nifti1Image(tiny_volume((20, 24, 12), 3, "A"), AFFINE), big)
     assert generate.main([str(run), str(big), str(tmp_path / "gen_big"), "--no-progress"]) == 0
     assert nib.load(tmp_path / "gen_big" / "big_synthetic.nii.gz").shape == (20, 24, 12)
+    # --flip-average: the mean of the translation and the mirrored translation of the mirrored input, so
+    # mirroring the input left-right (axis 0 of this affine) mirrors the output
+    plain = nib.load(tmp_path / "gen_big" / "big_synthetic.nii.gz").get_fdata()
+    assert generate.main([str(run), str(big), str(tmp_path / "gen_flip"), "--no-progress", "--flip-average"]) == 0
+    averaged = nib.load(tmp_path / "gen_flip" / "big_synthetic.nii.gz").get_fdata()
+    mirrored = tmp_path / "mirrored" / "big.nii.gz"
+    mirrored.parent.mkdir()
+    nib.save(nib.Nifti1Image(tiny_volume((20, 24, 12), 3, "A")[::-1].copy(), AFFINE), mirrored)
+    assert generate.main([str(run), str(mirrored), str(tmp_path / "gen_flip_m"), "--no-progress", "--flip-average"]) == 0
+    np.testing.assert_allclose(nib.load(tmp_path / "gen_flip_m" / "big_synthetic.nii.gz").get_fdata()[::-1], averaged,
+                               atol=1e-6)
+    assert np.abs(averaged - plain).max() > 1e-4
     # the 2D command line is unchanged: a cyclegan3d run has no 2D "generator"
     assert generate.main([str(run), str(tmp_path / "gen2d"), "--n", "2"]) == 2
     capsys.readouterr()

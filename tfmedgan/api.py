@@ -171,14 +171,16 @@ class Run:
         return generate_images(self.network("generator"), n, seed=seed, batch=batch)
 
     def translate(self, inputs: str | Path, out_dir: str | Path, direction: str = "A2B",
-                  overwrite: bool = False, progress: bool = True) -> list[Path]:
+                  overwrite: bool = False, progress: bool = True, flip_average: bool = False) -> list[Path]:
         """Translate NIfTI files (a file or a folder) with a 3D translation run; writes
-        ``<stem>_synthetic.nii.gz`` with each input's affine, header and shape."""
+        ``<stem>_synthetic.nii.gz`` with each input's affine, header and shape. ``flip_average``
+        also translates each volume mirrored left-right and averages the two."""
         self._require("volumes", "translate volumes")
         from tfmedgan.inference.volumes import list_inputs, load_translator, translate_files
 
         model, shape = load_translator(str(self.path), direction)
-        return translate_files(model, shape, list_inputs(inputs), Path(out_dir), overwrite=overwrite, progress=progress)
+        return translate_files(model, shape, list_inputs(inputs), Path(out_dir), overwrite=overwrite, progress=progress,
+                               flip_average=flip_average)
 
     def translate_cases(self, inputs: str | Path, out_dir: str | Path, overwrite: bool = False,
                         progress: bool = True) -> list[Path]:

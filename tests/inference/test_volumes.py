@@ -71,3 +71,60 @@ def test_a_network_trained_on_crops_runs_on_windows_of_the_crop_shape():
     whole = mark_translator(Recorder(), types.SimpleNamespace(n_downsamplings=2, patch=[], shape=[24, 24, 24]))
     translate_volume(whole, data, (24, 24, 24))
     assert whole.calls == [(1, 24, 24, 28, 1)]  # trained on whole volumes: one pass
+
+
+class Ramp:
+    """A stand-in network that is not mirror-symmetric: its input times a ramp along axis 0."""
+
+    input_shape = (None, None, None, None, 1)
+
+    def __call__(self, batch, training=False):
+        batch = np.asarray(batch)
+        ramp = np.linspace(0.2, 1.0, batch.shape[1], dtype=np.float32)[None, :, None, None, None]
+        return batch * ramp
+
+
+def test_flip_averaging_is_the_mean_of_the_two_translations_and_mirror_equivariant():
+    network = Ramp()
+    setattr(network, INPUT_MULTIPLE_ATTRIBUTE, 4)
+    data = brain((20, 16, 12), seed=3)
+    plain = translate_volume(network, data, (16, 16, 16))
+    mirrored = np.flip(translate_volume(network, np.flip(data, 0), (16, 16, 16)), 0)
+    assert np.abs(plain - mirrored).max() > 0.1  # the network itself is not symmetric
+    averaged = translate_volume(network, data, (16, 16, 16), flip_axes=(0,))
+    np.testing.assert_allclose(averaged, (plain + mirrored) / 2, atol=1e-6)
+    # mirroring the input mirrors the averaged output, exactly
+    np.testing.assert_array_equal(translate_volume(network, np.flip(data, 0), (16, 16, 16), flip_axes=(0,)),
+                                  np.flip(averaged, 0))
+
+
+def test_the_left_right_axis_comes_from_the_affine_and_bad_flip_axes_are_refused():
+    import pytest
+
+    from tfmedgan.errors import TfmedganError
+    from tfmedgan.inference.volumes import left_right_axis
+
+    assert left_right_axis(np.diag([-2.0, 2.0, 2.0, 1.0])) == 0  # LAS
+    permuted = np.array([[0, 0, 1.5, 5], [0, 1.5, 0, 2], [-1.5, 0, 0, 1], [0, 0, 0, 1.0]])  # axis 2 runs along x
+    assert left_right_axis(permuted) == 2
+    with pytest.raises(TfmedganError, match="flip axes"):
+        translate_volume(Ramp(), brain((8, 8, 8)), (8, 8, 8), flip_axes=(3,))
+
+
+def test_translate_files_flip_averages_along_each_files_own_left_right_axis(tmp_path):
+    import nibabel
+
+    from tfmedgan.inference.volumes import translate_files
+
+    network = Ramp()
+    setattr(network, INPUT_MULTIPLE_ATTRIBUTE, 4)
+    data = brain((12, 16, 20), seed=4)
+    affine = np.array([[0, 0, 2.0, -10], [2.0, 0, 0, 3], [0, 2.0, 0, 7], [0, 0, 0, 1]])  # left-right = axis 2
+    source = tmp_path / "sub_T1w.nii.gz"
+    nibabel.save(nibabel.Nifti1Image(data, affine), str(source))
+    [written] = translate_files(network, (16, 16, 16), [source], tmp_path / "out", progress=False, flip_average=True)
+    image = nibabel.load(str(written))
+    np.testing.assert_array_equal(image.affine, affine)
+    expected = translate_volume(network, data, (16, 16, 16), flip_axes=(2,))
+    np.testing.assert_allclose(np.asarray(image.dataobj), expected, atol=1e-6)
+    assert np.abs(expected - translate_volume(network, data, (16, 16, 16), flip_axes=(0,))).max() > 0.01

@@ -144,9 +144,36 @@ def one_pass_shape(model: keras.Model, shape: Sequence[int], multiple: int | Non
     return padded if int(np.prod(padded)) <= ONE_PASS_VOXELS else None
 
 
+def left_right_axis(affine: np.ndarray) -> int:
+    """The voxel axis of a volume that runs left-right in world space (from its affine).
+
+    Example:
+        >>> left_right_axis(np.diag([2.0, 2.0, 2.0, 1.0]))
+        0
+        >>> left_right_axis(np.array([[0, 0, 2, 0], [2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 1.0]]))
+        2
+    """
+    import nibabel
+
+    codes = nibabel.aff2axcodes(np.asarray(affine, dtype=np.float64))
+    axes = [axis for axis, code in enumerate(codes) if code in ("L", "R")]
+    if len(axes) != 1:
+        raise TfmedganError(f"no voxel axis runs left-right in this affine (orientation {''.join(map(str, codes))})")
+    return axes[0]
+
+
 def translate_volume(model: keras.Model, data: np.ndarray, model_shape: Sequence[int],
-                     multiple: int | None = None, window: Sequence[int] | None = None) -> np.ndarray:
+                     multiple: int | None = None, window: Sequence[int] | None = None,
+                     flip_axes: Sequence[int] = ()) -> np.ndarray:
     """Translate one 3D array; returns float32 values in [-1, 1] of the same shape.
+
+    With ``flip_axes`` (test-time flip averaging, not the original), the volume is also translated
+    mirrored along each of these axes in turn, each result mirrored back, and all are averaged:
+    ``len(flip_axes) + 1`` translations. The result is then exactly mirror-equivariant along each
+    axis given alone. Left-right (:func:`left_right_axis`) is the natural one for brains: on the
+    bench's held-out subjects it raised four generators' PSNR by 0.04-0.23 dB and SSIM by
+    0.004-0.008 (docs/cyclegan3d.md, "Session 15"); mirroring the other axes shows the network
+    orientations it never saw and lowers the score.
 
     The volume is centre zero-padded to (at least) ``model_shape`` and min-max scaled to [-1, 1]
     after padding, exactly as the training pipeline does. A network trained on random crops
@@ -161,6 +188,23 @@ def translate_volume(model: keras.Model, data: np.ndarray, model_shape: Sequence
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 3:
         raise TfmedganError(f"expected a 3D volume, got shape {data.shape}")
+    bad = [axis for axis in flip_axes if int(axis) not in (0, 1, 2)]
+    if bad:
+        raise TfmedganError(f"flip axes must be 0, 1 or 2, got {list(flip_axes)}")
+    output = _translate_once(model, data, model_shape, multiple, window)
+    if not flip_axes:
+        return output
+    total = output.astype(np.float64)
+    for axis in flip_axes:
+        mirrored = _translate_once(model, np.flip(data, int(axis)), model_shape, multiple, window)
+        total += np.flip(mirrored, int(axis))
+    return (total / (len(flip_axes) + 1)).astype(np.float32)
+
+
+def _translate_once(model: keras.Model, data: np.ndarray, model_shape: Sequence[int],
+                    multiple: int | None, window: Sequence[int] | None) -> np.ndarray:
+    """One translation of ``data`` (see :func:`translate_volume`)."""
+    data = np.ascontiguousarray(data, dtype=np.float32)
     if multiple is None:
         multiple = getattr(model, INPUT_MULTIPLE_ATTRIBUTE, None)
     if window is None:
@@ -217,11 +261,13 @@ def translate_files(
     out_dir: str | Path,
     overwrite: bool = False,
     progress: bool = True,
+    flip_average: bool = False,
 ) -> list[Path]:
     """Translate NIfTI files into ``out_dir``, one ``<stem>_synthetic.nii.gz`` each.
 
     Every input is read (and checked) before the first prediction; outputs keep the input's
-    affine and header (data type float32).
+    affine and header (data type float32). ``flip_average`` also translates each volume mirrored
+    left-right (the axis found from its affine) and averages the two (:func:`translate_volume`).
 
     Raises:
         TfmedganError: A bad input file, or a non-empty ``out_dir`` without ``overwrite``.
@@ -230,13 +276,19 @@ def translate_files(
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not overwrite:
         raise TfmedganError(f"output folder {out_dir} exists and is not empty (use --overwrite)")
     for path in inputs:  # header-level check of every input first
-        read_volume(path)
+        checked = read_volume(path)
+        if flip_average:
+            try:
+                left_right_axis(checked.affine)
+            except TfmedganError as error:
+                raise TfmedganError(f"{path}: {error}; translate it without flip averaging") from None
     from tqdm.auto import tqdm
 
     written = []
     for path in tqdm(inputs, desc="translating", unit="volume", disable=not progress):
         volume = read_volume(path)
-        synthetic = translate_volume(model, volume.data, model_shape)
+        flip_axes = (left_right_axis(volume.affine),) if flip_average else ()
+        synthetic = translate_volume(model, volume.data, model_shape, flip_axes=flip_axes)
         written.append(write_volume(out_dir / output_name(path), synthetic, volume.affine, volume.header))
     return written
 
