@@ -107,6 +107,8 @@ def test_the_left_right_axis_comes_from_the_affine_and_bad_flip_axes_are_refused
     assert left_right_axis(np.diag([-2.0, 2.0, 2.0, 1.0])) == 0  # LAS
     permuted = np.array([[0, 0, 1.5, 5], [0, 1.5, 0, 2], [-1.5, 0, 0, 1], [0, 0, 0, 1.0]])  # axis 2 runs along x
     assert left_right_axis(permuted) == 2
+    with pytest.raises(TfmedganError, match="left-right"):
+        left_right_axis(np.diag([0.0, 2.0, 2.0, 1.0]))  # a degenerate affine: no axis runs along x
     with pytest.raises(TfmedganError, match="flip axes"):
         translate_volume(Ramp(), brain((8, 8, 8)), (8, 8, 8), flip_axes=(3,))
 
