@@ -102,7 +102,7 @@ def test_dry_run_reports_parameter_counts(capsys):
     assert resolved["discriminator_output"] == {"A": [6, 14, 14], "B": [14, 30, 30]}
 
 
-def test_train_resume_and_enhance_tomograms(phantom, tmp_path, capsys):
+def test_train_resume_and_enhance_tomograms(phantom, tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     losses = tmp_path / "losses.json"
     losses.write_text(json.dumps({"C_A": [["l1", 100], ["mse", 10]]}))
@@ -121,6 +121,15 @@ def test_train_resume_and_enhance_tomograms(phantom, tmp_path, capsys):
     rng = np.random.default_rng(0)
     tomogram = _write_h5(tmp_path / "scan.h5", rng.standard_normal((10, 30, 21)).astype(np.float32), dset="recon")
     enhanced = tmp_path / "enhanced"
+    from tfmedgan.inference import sliding_window
+
+    blends, original = [], sliding_window.sliding_window_inference
+
+    def recording(*args, **kwargs):
+        blends.append(kwargs.get("blend"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sliding_window, "sliding_window_inference", recording)
     assert generate.main([str(run), str(tomogram), str(enhanced), "--dset", "recon", "--no-progress"]) == 0
     with h5py.File(enhanced / "scan_enhanced.h5") as handle:
         assert handle["data"].shape == (20, 60, 42) and handle["data"].dtype == np.float16
@@ -133,7 +142,10 @@ def test_train_resume_and_enhance_tomograms(phantom, tmp_path, capsys):
                           "--no-progress"]) == 0
     with h5py.File(tmp_path / "mean" / "scan_enhanced.h5") as handle:
         mean = handle["data"][()].astype(np.float32)
-    assert not np.array_equal(mean, gaussian) and np.corrcoef(mean.ravel(), gaussian.ravel())[0, 1] > 0.9
+    # (after 10 tiny steps the generator's output can be nearly flat, below float16's resolution, on some CPUs:
+    # the blend actually used is checked, and the two results are close)
+    assert blends == ["gaussian", "mean"]
+    assert np.abs(mean - gaussian).max() <= 0.1 * (np.abs(gaussian).max() + 1e-3)
 
     # NIfTI tomogram: float16 HDF5 plus a NIfTI with zooms / affine scaled by 1/SR
     affine = np.array([[0.8, 0, 0, -10.0], [0, 0.8, 0, 5.0], [0, 0, 1.6, 2.0], [0, 0, 0, 1]])

@@ -191,7 +191,11 @@ PARITY: dict[str, list[tuple[str, Parity]]] = {
         ("bce", Parity("slices", _stylegan2("bce"), patch=_no_stylegan2_dropout)),  # stddev groups all-gathered
         ("wgan-gp", Parity("slices", _stylegan2("wgan-gp"), patch=_no_stylegan2_dropout)),  # GP through the gather
     ],
-    "cyclegan3d": [("pool", Parity("nifti_pairs", _cyclegan3d, weights_rtol=1e-4))],  # one pool, global batch
+    # One pool for the global batch. 5e-4: on a CPU without AVX-512 (AMD EPYC, AVX2 only; TF leaves oneDNN off
+    # there, Eigen's kernels run) the b2a generator's stem-kernel Adam momentum differs by 3.2e-4 of its group
+    # scale after the two steps, though by at most 5.8e-7 (pools, momenta) after the first; on the AMX machines
+    # of earlier sessions everything agreed within 1e-4. A wrong reduction differs at the gradients' own scale.
+    "cyclegan3d": [("pool", Parity("nifti_pairs", _cyclegan3d, weights_rtol=5e-4))],
     # One variant for both: the clip after the all-reduce, and batch-statistics BatchNorm (synchronised).
     "cyclegan-sr": [("clip-batch-statistics", Parity("phantom", _cyclegan_sr(clip_max=1.0, use_batch_statistics=True),
                                                      weights_rtol=1e-4))],

@@ -160,6 +160,35 @@ def test_recompute_gives_the_same_losses_and_gradients(tmp_path):
     assert changed > 20
 
 
+@pytest.mark.parametrize("recompute", [False, True])
+def test_lambda_cycle_zero_skips_the_reconstructions_and_trains_as_a_vanishing_weight(recompute):
+    """--lambda-cycle 0: an update runs 2 generator passes instead of 4 (the reconstructions are
+    not computed nor logged), and the step changes every weight as a cycle weight of 1e-12 does."""
+    values = dict(data_dir="unused", shape=[16, 16, 16], base_filters=4, d_filters=4, pool_size=2, identity_every=0,
+                  generator_updates=1, recompute=recompute)
+    tiny_losses, before, tiny_after = _one_step(CycleGAN3DConfig(lambda_cycle=1e-12, **values))
+    zero_losses, _, zero_after = _one_step(CycleGAN3DConfig(lambda_cycle=0.0, **values), initial=before)
+    assert {"cycle_a", "cycle_b"} <= set(tiny_losses) and not {"cycle_a", "cycle_b"} & set(zero_losses)
+    for key, value in zero_losses.items():
+        assert tiny_losses[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    changed = 0
+    for name in before:
+        for start, tiny, zero in zip(before[name], tiny_after[name], zero_after[name]):
+            np.testing.assert_allclose(zero - start, tiny - start, rtol=1e-4, atol=1e-6)
+            changed += int(np.abs(zero - start).max() > 1e-4)
+    assert changed > 20
+
+    for cycle, expected in ((10.0, 4), (0.0, 2)):
+        recipe = _SGDRecipe(CycleGAN3DConfig(lambda_cycle=cycle, **values))
+        recipe.build()
+        counted = []
+        for name, call in list(recipe.generator_calls.items()):
+            recipe.generator_calls[name] = lambda inputs, call=call: counted.append(1) or call(inputs)
+        batch = tuple(tf.zeros((1, 16, 16, 16, 1)) for _ in range(2))
+        recipe.train_step(batch, tf.constant(0, tf.int64))
+        assert len(counted) == expected, (cycle, counted)
+
+
 def test_recompute_cut_points_of_the_resnet_generator():
     from tfmedgan.engine.memory import articulation_layers, cut_points, split_model
     from tfmedgan.errors import TfmedganError

@@ -92,7 +92,8 @@ class CycleGAN3DConfig(EngineConfig):
         lr, beta_1, beta_2: Adam of generators and discriminators.
         decay_epoch: the learning rates fall linearly towards 0 from this epoch to ``epochs``
             (no decay when ``epochs <= decay_epoch``).
-        lambda_cycle, lambda_supervised, lambda_identity: loss weights (10, 40, 1).
+        lambda_cycle, lambda_supervised, lambda_identity: loss weights (10, 40, 1); with
+            ``lambda_cycle`` 0 the reconstructions are neither computed nor logged.
         edge_weight: weight of the supervised L1 at the brain's outermost voxels (foreground voxels
             with a background neighbour in the generator's input, :func:`tfmedgan.losses.boundary_weights`)
             relative to the others; 1 = uniform (the original). Not the original.
@@ -156,7 +157,7 @@ class CycleGAN3DConfig(EngineConfig):
     epochs: int = option(150, "number of epochs", group="training engine")
     decay_epoch: int = option(75, "linear learning-rate decay to 0 from this epoch")
     batch: int = option(1, "global batch size", group="training engine")
-    lambda_cycle: float = option(10.0, "weight of the cycle L1 losses")
+    lambda_cycle: float = option(10.0, "weight of the cycle L1 losses (0: the reconstructions are not computed)")
     lambda_supervised: float = option(40.0, "weight of the supervised L1 losses (paired data)")
     lambda_identity: float = option(1.0, "weight of the identity L1 losses")
     edge_weight: float = option(1.0, "weight of the supervised L1 at the foreground voxels next to the background, "
@@ -379,18 +380,23 @@ class CycleGAN3DRecipe(CycleGANBase):
         d_a_loss, d_b_loss = real_loss_a + fake_loss_a, real_loss_b + fake_loss_b
 
         # generators, generator_updates times on the same batch
+        # --lambda-cycle 0: the reconstructions would only be logged, so they are not computed (2 of the 4
+        # generator passes of an update, about a third of a step's time)
+        cycled = w["cycle"] != 0.0
         a2b, b2a = self.generator_calls["generator_a2b"], self.generator_calls["generator_b2a"]
         for _ in range(int(self.config.generator_updates)):
             with tf.GradientTape() as tape:
                 fake_b = a2b(real_a)
                 fake_a = b2a(then(real_b, fake_b))
-                rec_a = b2a(then(fake_b, fake_a))
-                rec_b = a2b(then(fake_a, rec_a))
                 adv_a = average_loss(self.adversarial_loss(d_a(fake_a, training=True), 1.0), total)
                 adv_b = average_loss(self.adversarial_loss(d_b(fake_b, training=True), 1.0), total)
-                cycle_a = average_loss(losses.l1(rec_a, real_a), total)
-                cycle_b = average_loss(losses.l1(rec_b, real_b), total)
-                g_loss = w["adversarial"] * (adv_a + adv_b) + w["cycle"] * (cycle_a + cycle_b)
+                g_loss = w["adversarial"] * (adv_a + adv_b)
+                if cycled:
+                    rec_a = b2a(then(fake_b, fake_a))
+                    rec_b = a2b(then(fake_a, rec_a))
+                    cycle_a = average_loss(losses.l1(rec_a, real_a), total)
+                    cycle_b = average_loss(losses.l1(rec_b, real_b), total)
+                    g_loss += w["cycle"] * (cycle_a + cycle_b)
                 if w["supervised"]:
                     supervised_a = average_loss(self.supervised_loss(fake_a, real_a, real_b), total)
                     supervised_b = average_loss(self.supervised_loss(fake_b, real_b, real_a), total)
@@ -398,10 +404,9 @@ class CycleGAN3DRecipe(CycleGANBase):
                 g_scaled = scale_loss(g_opt, g_loss)
             apply_gradients(g_opt, tape, g_scaled, g_vars)
 
-        result = {
-            "d_a": d_a_loss, "d_b": d_b_loss, "g": g_loss, "adv_a": adv_a, "adv_b": adv_b,
-            "cycle_a": cycle_a, "cycle_b": cycle_b,
-        }
+        result = {"d_a": d_a_loss, "d_b": d_b_loss, "g": g_loss, "adv_a": adv_a, "adv_b": adv_b}
+        if cycled:
+            result.update(cycle_a=cycle_a, cycle_b=cycle_b)
         if w["supervised"]:
             result.update(supervised_a=supervised_a, supervised_b=supervised_b)
         every = int(self.config.identity_every)
