@@ -821,6 +821,14 @@ def protocols() -> dict[str, Protocol]:
             f"cyclegan3d-cpu-mask-ema-fitted114-beta09{suffix}", "cyclegan3d",
             (*MASK_EMA_DECAY, "--epochs", "114", "--decay-epoch", "57", "--beta-1", "0.9", *seed),
             cpu_seconds_per_step=3.6) for suffix, seed in SEEDS},
+        # no cycle terms at their real cost (session 16): --lambda-cycle 0 no longer computes the reconstructions, so
+        # a step costs 0.53x (float32, side by side on an AVX2-only machine); the decay fitted to about 1.9x the
+        # steps of fitted114 at an estimated 1.75 CPU-s a step on an AMX machine (220 epochs of 8 steps, decay from
+        # 110: 1,760 steps, about 51 CPU-minutes). Not run yet: this session's machine runs a step 19x slower.
+        **{f"cyclegan3d-cpu-mask-ema-fitted220-nocycle{suffix}": TranslationProtocol(
+            f"cyclegan3d-cpu-mask-ema-fitted220-nocycle{suffix}", "cyclegan3d",
+            (*MASK_EMA_DECAY, "--epochs", "220", "--decay-epoch", "110", "--lambda-cycle", "0", *seed),
+            cpu_seconds_per_step=1.75) for suffix, seed in SEEDS},
         # Is the preset's lr 1e-3 the reason its scores fall? The original's 2e-4 with the preset's crops.
         "cyclegan3d-cpu-lr2e-4": TranslationProtocol("cyclegan3d-cpu-lr2e-4", "cyclegan3d",
                                                      ("--preset", "cpu", "--no-mask-background", "--norm", "channel", "--lr", "2e-4"),
