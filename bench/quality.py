@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from quality_protocols import Protocol, protocols, run_child, write_json  # noqa: E402
+from tfmedgan.engine.cpu_features import cpu_has_native_bfloat16  # noqa: E402  (imports no TensorFlow)
 
 DEFAULT_MODELS = ["dcgan", "stylegan2", "cyclegan3d", "cyclegan-sr"]
 # CPU-minute budgets per model family. A variant (``cyclegan3d-cpu-ema``, ``dcgan-demo``) takes the
@@ -202,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = out / "work"
     work.mkdir(parents=True, exist_ok=True)
+    native_bfloat16 = cpu_has_native_bfloat16()
+    if native_bfloat16 is False:
+        print("note: this CPU has no native bfloat16 (no AVX512-BF16 or AMX-BF16 flag): the protocols that train in "
+              "mixed_bfloat16 (the 3D models) run it emulated, several times slower than float32, so their CPU budgets "
+              "hold fewer steps than on the machines of docs/quality.md", flush=True)
     results = {}
     for name in models:
         protocol = known[name]
@@ -216,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{name}] data ready ({time.monotonic() - started:.0f} s); baselines: {json.dumps(baselines)}", flush=True)
         result = train_and_evaluate(protocol, budgets[name], points, work)
         result.update({"budget_cpu_minutes": budgets[name], "baselines": baselines, "goals": protocol.goal_lines(baselines),
-                       "main_metric": protocol.main_metric, "quick": args.quick,
+                       "main_metric": protocol.main_metric, "quick": args.quick, "cpu_native_bfloat16": native_bfloat16,
                        "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}"})
         if hasattr(protocol, "shapes"):
             result["shapes"] = protocol.shapes()

@@ -1,5 +1,8 @@
 """Precision policies: float16 refused without a GPU, a warning for emulated bfloat16."""
 
+import subprocess
+import sys
+
 import keras
 import pytest
 import tensorflow as tf
@@ -38,3 +41,10 @@ def test_mixed_bfloat16_warns_in_one_line_where_it_is_emulated_and_still_sets_th
         assert keras.mixed_precision.dtype_policy().name == precision
     with pytest.raises(TfmedganError, match="mixed_float16 needs a GPU"):
         set_precision("mixed_float16", cpuinfo=native)
+
+
+def test_the_cpu_check_imports_no_tensorflow():
+    """bench/quality.py's parent process reads the flags without loading TensorFlow."""
+    code = "import sys; from tfmedgan.engine.cpu_features import cpu_has_native_bfloat16; " \
+           "cpu_has_native_bfloat16(); print('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
