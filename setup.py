@@ -33,6 +33,6 @@ setup(
     extras_require={
         "cpu": [f"tensorflow-cpu=={TENSORFLOW}"],
         "gpu": [f"tensorflow[and-cuda]=={TENSORFLOW}"],
-        "test": ["pytest>=8"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5"],
     },
 )
