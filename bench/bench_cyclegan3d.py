@@ -39,6 +39,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tfmedgan  # noqa: E402,F401  (before TensorFlow: turns oneDNN on where TF would not)
 
 import rss  # noqa: E402  (bench/rss.py: this script's folder is on sys.path)
 

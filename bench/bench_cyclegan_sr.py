@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tfmedgan  # noqa: E402,F401  (before TensorFlow: turns oneDNN on where TF would not)
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 

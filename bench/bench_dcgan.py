@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tfmedgan  # noqa: E402,F401  (before TensorFlow: turns oneDNN on where TF would not)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import tfmedgan  # noqa: E402,F401  (before TensorFlow: turns oneDNN on where TF would not)
 
 import numpy as np  # noqa: E402
 

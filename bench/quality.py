@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -223,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         result = train_and_evaluate(protocol, budgets[name], points, work)
         result.update({"budget_cpu_minutes": budgets[name], "baselines": baselines, "goals": protocol.goal_lines(baselines),
                        "main_metric": protocol.main_metric, "quick": args.quick, "cpu_native_bfloat16": native_bfloat16,
+                       "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
                        "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}"})
         if hasattr(protocol, "shapes"):
             result["shapes"] = protocol.shapes()

@@ -5,6 +5,8 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("NEPTUNE_MODE", "debug")
 
+import tfmedgan  # noqa: E402,F401  (before TensorFlow, as for a user: oneDNN on, AVX2-only CPUs included)
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402

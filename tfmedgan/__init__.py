@@ -15,7 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from tfmedgan.engine.cpu_features import use_onednn_by_default
 from tfmedgan.errors import TfmedganError
+
+use_onednn_by_default()  # before anything imports TensorFlow: oneDNN's kernels on AVX2-only CPUs too
 
 __version__ = "0.2.0"
 __all__ = ["TfmedganError", "configure", "load_run", "list_models", "train"]
