@@ -27,7 +27,7 @@ def set_precision(precision: str, allow_float16_on_cpu: bool = False, cpuinfo: s
         )
     if precision == "mixed_bfloat16" and not gpus and cpu_has_native_bfloat16(cpuinfo) is False:
         print("warning: --precision mixed_bfloat16: this CPU has no native bfloat16 (no AVX512-BF16 or AMX-BF16 "
-              "flag), so it is emulated and several times slower than float32 (5.7x measured); use float32 here",
+              "flag), so it is emulated and about 10x slower than float32 (measured on an AVX2 CPU); use float32 here",
               file=sys.stderr)
     keras.mixed_precision.set_global_policy(precision)
 
