@@ -191,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--points", type=int, default=None, help="evaluation points per budget (default: 4, quick: 2)")
     parser.add_argument("--out", default=None, help="output folder (default: bench/results/quality[_quick])")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of every model in a few minutes")
+    parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=None,
+                        help="train the 3D protocols in this precision instead of their mixed_bfloat16 (float32 on a CPU "
+                             "without native bfloat16)")
     parser.add_argument("--table", action="store_true", help="only print the table of OUT/quality.json (every model in it)")
     args = parser.parse_args(argv)
     models = args.models or DEFAULT_MODELS
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         protocol = known[name]
         protocol.quick = args.quick
+        if args.precision and hasattr(protocol, "precision"):
+            protocol.precision = args.precision
         if args.quick and hasattr(protocol, "n_train"):
             protocol.n_train, protocol.n_heldout = 2, 1
         if args.quick and hasattr(protocol, "vae_epochs"):
@@ -225,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update({"budget_cpu_minutes": budgets[name], "baselines": baselines, "goals": protocol.goal_lines(baselines),
                        "main_metric": protocol.main_metric, "quick": args.quick, "cpu_native_bfloat16": native_bfloat16,
                        "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                       "precision": getattr(protocol, "precision", None),
                        "date": f"{datetime.datetime.now():%Y-%m-%d %H:%M}"})
         if hasattr(protocol, "shapes"):
             result["shapes"] = protocol.shapes()

@@ -310,6 +310,7 @@ class TranslationProtocol(Protocol):
     n_heldout: int = 2
     pad_factor: float = 1.15
     main_metric: str = "psnr"
+    precision: str = "mixed_bfloat16"
 
     def prepare(self, work: Path) -> None:
         from tfmedgan.data.samples import make_paired_subjects
@@ -374,7 +375,7 @@ class TranslationProtocol(Protocol):
                 "heldout": {path.name: list(t1.shape) for path, t1, _ in self.heldout}}
 
     def train_arguments(self, work: Path, run_name: str) -> list[str]:
-        return ["cyclegan3d", self.train_dir, work / "runs", "--precision", "mixed_bfloat16", "--name", run_name,
+        return ["cyclegan3d", self.train_dir, work / "runs", "--precision", self.precision, "--name", run_name,
                 "--no-progress", *self.extra]
 
     def _noise_free_truths(self) -> dict[str, np.ndarray]:
@@ -839,6 +840,12 @@ def protocols() -> dict[str, Protocol]:
         # the SIT with nearest x2 + convolution instead of its transposed convolutions (checkerboard)
         "pix2pix3d-domain2-resize": SynthesisProtocol("pix2pix3d-domain2-resize", "pix2pix3d", ("--upsample", "resize"),
                                                       cpu_seconds_per_step=2.0, dataset_name="domain2"),
+        # the SIT with the input concatenated to its head: a full-resolution path (session 17)
+        **{f"pix2pix3d-domain2{suffix}-inputskip": SynthesisProtocol(
+            f"pix2pix3d-domain2{suffix}-inputskip", "pix2pix3d", (*upsample, "--input-skip"), cpu_seconds_per_step=2.0,
+            dataset_name="domain2") for suffix, upsample in (("", ()), ("-resize", ("--upsample", "resize")))},
+        "pix2pix3d-inputskip": SynthesisProtocol("pix2pix3d-inputskip", "pix2pix3d", ("--input-skip",),
+                                                 cpu_seconds_per_step=2.0),
         "uda": AdaptationProtocol("uda", "uda", cpu_seconds_per_step=30.0),
         # Not the original's 1e-6: does the KL term move the generator towards domain2 when it can move?
         "uda-lr1e-4": AdaptationProtocol("uda-lr1e-4", "uda", ("--lr", "1e-4"), cpu_seconds_per_step=30.0),

@@ -550,3 +550,17 @@ def test_translate_cases_for_generate(pix2pix_run, root, tmp_path):
     assert np.array_equal(nib.load(single[0]).get_fdata(), nib.load(written[0]).get_fdata())
     with pytest.raises(TfmedganError, match="not empty"):
         common.translate_cases(pix2pix_run.path, root / "domain2_test", tmp_path / "out")
+
+
+def test_input_skip_option_builds_the_skip_and_uda_rebuilds_it(root, tmp_path):
+    from tfmedgan.models.pix2pix_uda.uda import generator_architecture
+
+    for input_skip in (False, True):
+        recipe = Pix2Pix3DRecipe(pix2pix_config(root, tmp_path, input_skip=input_skip))
+        recipe.build_networks_only()
+        generator = recipe.networks["generator"]
+        assert ("out_input_skip" in {layer.name for layer in generator.layers}) == input_skip
+        architecture = generator_architecture(generator)
+        assert architecture["input_skip"] is input_skip
+        rebuilt = common.build_generator(**architecture)  # what uda builds from a --pretrained run
+        assert [w.shape for w in rebuilt.weights] == [w.shape for w in generator.weights]

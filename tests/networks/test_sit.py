@@ -185,3 +185,22 @@ def test_resize_upsampling_same_weight_count_swapped_kernels_no_checkerboard():
             grown = model.get_layer("layers_1_up_crop")(grown)
         interior = np.asarray(grown)[0, 2:-2, 2:-2, 2:-2, 0]
         assert (interior.std() > 1e-3) == periodic
+
+
+def test_input_skip_carries_the_input_to_the_head_at_full_resolution():
+    plain = build_sit_generator((144, 192, 192, 2))
+    skipped = build_sit_generator((144, 192, 192, 2), input_skip=True)
+    assert skipped.count_params() - plain.count_params() == 27 * 2 * 1  # out_conv takes 8 + 2 channels
+    assert skipped.get_layer("out_conv").kernel.shape == (3, 3, 3, 10, 1)
+    assert "out_input_skip" not in {layer.name for layer in plain.layers}
+    # The head alone reads the input: with out_conv's feature weights zeroed and a centred delta on
+    # input channel 0, the output is sigmoid(T2) voxel by voxel, a checkerboard of single voxels included.
+    model = build_sit_generator((16, 16, 16, 2), filters=2, final_filters=2, input_skip=True)
+    kernel = np.zeros((3, 3, 3, 4, 1), np.float32)
+    kernel[1, 1, 1, 2, 0] = 1.0  # channels 0-1: the decoder's features, 2-3: the input (T2, FLAIR)
+    model.get_layer("out_conv").set_weights([kernel, np.zeros(1, np.float32)])
+    inputs = np.zeros((1, 16, 16, 16, 2), np.float32)
+    inputs[0, ::2, ::2, ::2, 0] = 3.0
+    inputs[0, ..., 1] = np.random.default_rng(0).normal(size=(16, 16, 16))
+    expected = 1.0 / (1.0 + np.exp(-inputs[0, ..., 0]))
+    np.testing.assert_allclose(np.asarray(model(inputs))[0, ..., 0], expected, atol=1e-6)

@@ -128,6 +128,7 @@ def build_sit_generator(
     norm_epsilon: float = 1e-5,
     name: str = "sit_generator",
     upsample: str = "transposed",
+    input_skip: bool = False,
 ) -> keras.Model:
     """Build the SIT generator as a functional ``keras.Model``.
 
@@ -147,6 +148,11 @@ def build_sit_generator(
             convolution: no checkerboard, the same number of weights and the same layer names,
             but the kernels' in/out axes are swapped, so weights of one kind do not load into
             the other).
+        input_skip: Concatenate the input to the head's features before ``out_conv`` (not the
+            original). The SIT's first convolution has stride 2, so without it nothing reaches the
+            output at full resolution; the head then sees the input's voxels. It adds
+            ``27 * input_channels * output_channels`` weights to ``out_conv`` (one more layer,
+            ``out_input_skip``), so original weights do not load into it.
 
     Returns:
         A model mapping ``[batch, D, H, W, input_channels]`` to a float32 sigmoid output
@@ -205,6 +211,8 @@ def build_sit_generator(
         x = build.norm_relu(x, f"{prefix}_up")
         previous = x
     x = build.norm_relu(previous, "out")
+    if input_skip:
+        x = keras.layers.Concatenate(name="out_input_skip")([x, inputs])
     x = build.conv(x, output_channels, 3, "out_conv", dtype="float32")
     outputs = keras.layers.Activation("sigmoid", dtype="float32", name="out_sigmoid")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -330,10 +330,11 @@ def make_adam(lr: float, beta_1: float, beta_2: float, precision: str) -> keras.
 
 
 def build_generator(filters: int = 64, final_filters: int = 8, factor: int = 4, input_channels: int = 2,
-                    upsample: str = "transposed") -> keras.Model:
+                    upsample: str = "transposed", input_skip: bool = False) -> keras.Model:
     """The SIT generator on a dynamic spatial shape (rotations change it)."""
     return build_sit_generator((None, None, None, input_channels), 1, filters=filters, factor=factor,
-                               final_filters=final_filters, name="generator", upsample=upsample)
+                               final_filters=final_filters, name="generator", upsample=upsample,
+                               input_skip=input_skip)
 
 
 def build_discriminator(base_filters: int = 64, n_layers: int = 1, antialias: bool = True,

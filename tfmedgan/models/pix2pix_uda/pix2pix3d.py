@@ -47,6 +47,8 @@ class Pix2Pix3DConfig(Pix2PixOptions):
         d_filters: PatchGAN filters (``--ndf`` 64).
         upsample: the SIT's up-sampling, ``transposed`` (the original) or ``resize`` (nearest x2
             + convolution: no checkerboard; same weight count, but not the original's weights).
+        input_skip: the input concatenated to the generator's head (not the original; its first
+            convolution has stride 2, so nothing reaches the output at full resolution otherwise).
     """
 
     model = "pix2pix3d"
@@ -56,6 +58,8 @@ class Pix2Pix3DConfig(Pix2PixOptions):
     d_filters: int = option(64, "discriminator filters of the first convolution (--ndf)")
     upsample: str = option("transposed", "generator up-sampling: transposed convolutions (the original) or resize "
                            "(nearest x2 + convolution; no checkerboard)", choices=UPSAMPLE_CHOICES)
+    input_skip: bool = option(False, "concatenate the input to the generator's head, a full-resolution path the "
+                              "original lacks (its first convolution has stride 2); not the original's weights")
     epochs: int = option(120, "number of epochs (the original 50 + 70 decaying)", group=ENGINE_GROUP)
     validate_every: int = option(1, "score ROOT/<name>_val every N epochs (0: never)", group=ENGINE_GROUP)
 
@@ -111,7 +115,8 @@ class Pix2Pix3DRecipe(Pix2PixBase):
     def build_networks_only(self) -> None:
         config = self.config
         self.networks = {
-            "generator": build_generator(config.filters, config.final_filters, upsample=config.upsample),
+            "generator": build_generator(config.filters, config.final_filters, upsample=config.upsample,
+                                         input_skip=config.input_skip),
             "discriminator": build_discriminator(config.d_filters),
         }
 

@@ -186,7 +186,8 @@ def generator_architecture(model: keras.Model, flag: str = "--pretrained") -> di
             "final_filters": int(model.get_layer("layers_0_up").filters),
             "factor": 1 + sum(bool(re.fullmatch(r"layers_in_\d+_conv", name)) for name in names),
             "input_channels": int(model.inputs[0].shape[-1]),
-            "upsample": "resize" if "layers_0_up_resize" in names else "transposed"}
+            "upsample": "resize" if "layers_0_up_resize" in names else "transposed",
+            "input_skip": "out_input_skip" in names}
 
 
 def discriminator_architecture(model: keras.Model, flag: str = "--pretrained") -> dict[str, Any]:
