@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=None,
                         help="train the 3D protocols in this precision instead of their mixed_bfloat16 (float32 on a CPU "
                              "without native bfloat16)")
+    parser.add_argument("--cpu-seconds-per-step", type=float, default=None,
+                        help="the first segment's estimate of a step's CPU time, instead of the protocol's (later "
+                             "segments use the measured one)")
     parser.add_argument("--table", action="store_true", help="only print the table of OUT/quality.json (every model in it)")
     args = parser.parse_args(argv)
     models = args.models or DEFAULT_MODELS
@@ -216,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in models:
         protocol = known[name]
         protocol.quick = args.quick
+        if args.cpu_seconds_per_step:
+            protocol.cpu_seconds_per_step = args.cpu_seconds_per_step
         if args.precision and hasattr(protocol, "precision"):
             protocol.precision = args.precision
         if args.quick and hasattr(protocol, "n_train"):
