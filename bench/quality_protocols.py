@@ -846,6 +846,10 @@ def protocols() -> dict[str, Protocol]:
             dataset_name="domain2") for suffix, upsample in (("", ()), ("-resize", ("--upsample", "resize")))},
         "pix2pix3d-inputskip": SynthesisProtocol("pix2pix3d-inputskip", "pix2pix3d", ("--input-skip",),
                                                  cpu_seconds_per_step=2.0),
+        # --preset cpu: lr 1e-3 and --input-skip (session 17), on each domain
+        "pix2pix3d-cpu": SynthesisProtocol("pix2pix3d-cpu", "pix2pix3d", ("--preset", "cpu"), cpu_seconds_per_step=2.0),
+        "pix2pix3d-domain2-cpu": SynthesisProtocol("pix2pix3d-domain2-cpu", "pix2pix3d", ("--preset", "cpu"),
+                                                   cpu_seconds_per_step=2.0, dataset_name="domain2"),
         # the original's lr 1e-4 moves the weights little in a CPU budget's few hundred steps
         **{f"pix2pix3d-domain2{suffix}-lr1e-3": SynthesisProtocol(
             f"pix2pix3d-domain2{suffix}-lr1e-3", "pix2pix3d", (*skip, "--lr", "1e-3"), cpu_seconds_per_step=2.0,

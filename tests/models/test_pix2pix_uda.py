@@ -564,3 +564,12 @@ def test_input_skip_option_builds_the_skip_and_uda_rebuilds_it(root, tmp_path):
         assert architecture["input_skip"] is input_skip
         rebuilt = common.build_generator(**architecture)  # what uda builds from a --pretrained run
         assert [w.shape for w in rebuilt.weights] == [w.shape for w in generator.weights]
+
+
+def test_cpu_preset_raises_the_rate_and_adds_the_input_skip_explicit_options_win():
+    from tfmedgan.models.pix2pix_uda.pix2pix3d import MODEL
+
+    faithful, cpu = MODEL.config(data_root="r"), MODEL.config(preset="cpu", data_root="r")
+    assert (faithful.lr, faithful.input_skip) == (1e-4, False)
+    assert (cpu.lr, cpu.input_skip) == (1e-3, True)
+    assert MODEL.config(preset="cpu", data_root="r", lr=5e-4).lr == 5e-4
