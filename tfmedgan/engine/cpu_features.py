@@ -50,8 +50,8 @@ def use_onednn_by_default(environ: dict[str, str] | None = None, machine: str | 
     TensorFlow 2.21 turns oneDNN on by itself only on x86 CPUs with AVX-512 or AMX; on a CPU with
     AVX2 only (an AMD EPYC, older Intel) it runs its Eigen kernels, which are much slower for 3D
     convolutions. Measured side by side on a 2-core AMD EPYC (AVX2, float32, one process each,
-    ``bench/bench_onednn.py``): a small 3D encoder-decoder's forward and backward pass took 2.9x less
-    CPU time with oneDNN, and a whole step of the 3D CycleGAN's CPU preset 1.7x less.
+    ``bench/bench_onednn.py``): a small 3D encoder-decoder's forward and backward pass took 2.9-3.9x
+    less CPU time with oneDNN, and a whole step of the 3D CycleGAN's CPU preset 1.6-1.7x less.
 
     Must run before TensorFlow is imported (it reads the variable once, at start-up); ``tfmedgan``
     calls it on import. A value the user set, ``0`` included, is left alone.
