@@ -192,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (default: bench/results/quality[_quick])")
     parser.add_argument("--quick", action="store_true", help="tiny budgets: a smoke run of every model in a few minutes")
     parser.add_argument("--precision", choices=("float32", "mixed_bfloat16"), default=None,
-                        help="train the 3D protocols in this precision instead of their mixed_bfloat16 (float32 on a CPU "
-                             "without native bfloat16)")
+                        help="train the protocols that use mixed_bfloat16 (the 3D translators) in this precision instead "
+                             "(float32 on a CPU without native bfloat16)")
     parser.add_argument("--cpu-seconds-per-step", type=float, default=None,
                         help="the first segment's estimate of a step's CPU time, instead of the protocol's (later "
                              "segments use the measured one)")

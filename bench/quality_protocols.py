@@ -840,20 +840,14 @@ def protocols() -> dict[str, Protocol]:
         # the SIT with nearest x2 + convolution instead of its transposed convolutions (checkerboard)
         "pix2pix3d-domain2-resize": SynthesisProtocol("pix2pix3d-domain2-resize", "pix2pix3d", ("--upsample", "resize"),
                                                       cpu_seconds_per_step=2.0, dataset_name="domain2"),
-        # the SIT with the input concatenated to its head: a full-resolution path (session 17)
-        **{f"pix2pix3d-domain2{suffix}-inputskip": SynthesisProtocol(
-            f"pix2pix3d-domain2{suffix}-inputskip", "pix2pix3d", (*upsample, "--input-skip"), cpu_seconds_per_step=2.0,
-            dataset_name="domain2") for suffix, upsample in (("", ()), ("-resize", ("--upsample", "resize")))},
-        "pix2pix3d-inputskip": SynthesisProtocol("pix2pix3d-inputskip", "pix2pix3d", ("--input-skip",),
-                                                 cpu_seconds_per_step=2.0),
-        # --preset cpu: lr 1e-3 and --input-skip (session 17), on each domain
-        "pix2pix3d-cpu": SynthesisProtocol("pix2pix3d-cpu", "pix2pix3d", ("--preset", "cpu"), cpu_seconds_per_step=2.0),
-        "pix2pix3d-domain2-cpu": SynthesisProtocol("pix2pix3d-domain2-cpu", "pix2pix3d", ("--preset", "cpu"),
-                                                   cpu_seconds_per_step=2.0, dataset_name="domain2"),
-        # the original's lr 1e-4 moves the weights little in a CPU budget's few hundred steps
-        **{f"pix2pix3d-domain2{suffix}-lr1e-3": SynthesisProtocol(
-            f"pix2pix3d-domain2{suffix}-lr1e-3", "pix2pix3d", (*skip, "--lr", "1e-3"), cpu_seconds_per_step=2.0,
-            dataset_name="domain2") for suffix, skip in (("", ()), ("-inputskip", ("--input-skip",)))},
+        # --preset cpu = --lr 1e-3 --input-skip (session 17; its domain2 run was named -inputskip-lr1e-3), and
+        # each half alone: the input concatenated to the SIT's head, and the rate
+        **{f"pix2pix3d{domain}-cpu": SynthesisProtocol(f"pix2pix3d{domain}-cpu", "pix2pix3d", ("--preset", "cpu"),
+                                                       cpu_seconds_per_step=2.0, dataset_name=dataset)
+           for domain, dataset in (("", "domain1"), ("-domain2", "domain2"))},
+        **{f"pix2pix3d-domain2-{suffix}": SynthesisProtocol(f"pix2pix3d-domain2-{suffix}", "pix2pix3d", options,
+                                                            cpu_seconds_per_step=2.0, dataset_name="domain2")
+           for suffix, options in (("inputskip", ("--input-skip",)), ("lr1e-3", ("--lr", "1e-3")))},
         "uda": AdaptationProtocol("uda", "uda", cpu_seconds_per_step=30.0),
         # Not the original's 1e-6: does the KL term move the generator towards domain2 when it can move?
         "uda-lr1e-4": AdaptationProtocol("uda-lr1e-4", "uda", ("--lr", "1e-4"), cpu_seconds_per_step=30.0),
